@@ -71,10 +71,13 @@ def report(paths, out, target=None, by=None):
     cols = ["run", "method", "seed", "status", "rounds_done", "eval_acc", "best_eval_acc", "personal_acc",
             "final_train_loss", "median_seconds", "peak_bytes", "bytes_up", "bytes_down"]
     rows = []
+    common = os.path.commonpath([os.path.abspath(s["run"]) for s in sums])
+    if len(sums) == 1:
+        common = os.path.dirname(common)
     for s in sums:
         with RunFile(s["run"]) as rf:
             extra = [rf.config.get(k, "") for k in keys]
-        rows.append([os.path.basename(s["run"])] + [_fmt(s.get(c, "")) for c in cols[1:]] + extra)
+        rows.append([os.path.relpath(os.path.abspath(s["run"]), common)] + [_fmt(s.get(c, "")) for c in cols[1:]] + extra)
     parts.append("<h2>Runs</h2>" + _table(cols + keys, rows))
     sections.append("runs")
     # curves

@@ -237,6 +237,38 @@ class RunFile:
     def status(self):
         return str(self.attrs.get("status", ""))
 
+    # -- xarray --
+    def to_xarray(self, group):
+        """The datasets of `group` (e.g. "rounds", "slots", "partition", "model") as an xarray.Dataset with named
+        dimensions (the names of the /axes dimension scales attached to each dataset; round-indexed data cut to
+        rounds_done; compound datasets split into one variable per field, named `dataset.field`).
+
+        Why not `xr.open_dataset(path, engine="h5netcdf", group=...)`: h5netcdf resolves a dataset's dimension
+        scales only in its own group and the groups above it, and the run file keeps them in the sibling group
+        /axes, so that call raises KeyError('round') on every group but /axes (which it opens fine)."""
+        import xarray as xr
+        g = self.f["/" + group.strip("/")]
+        data_vars = {}
+        for name, ds in g.items():
+            if not isinstance(ds, h5py.Dataset):
+                continue
+            dims = tuple(ds.dims[i][0].name.split("/")[-1] if len(ds.dims[i]) else "%s_dim%d" % (name, i)
+                         for i in range(ds.ndim))
+            data = ds[: self.rounds_done] if self.round_indexed(ds) else ds[()]
+            if data.dtype.names:
+                for fld in data.dtype.names:
+                    col = data[fld]
+                    extra = tuple("%s.%s_dim%d" % (name, fld, i) for i in range(col.ndim - len(dims)))
+                    data_vars["%s.%s" % (name, fld)] = (dims + extra, col)
+            else:
+                data_vars[name] = (dims, data)
+        coords = {}
+        for var in data_vars.values():
+            for dim, n in zip(var[0], var[1].shape):
+                if dim not in coords and ("/axes/" + dim) in self.f:
+                    coords[dim] = self.f["/axes/" + dim][:n]
+        return xr.Dataset(data_vars, coords=coords, attrs={"run_file": self.path, "group": group})
+
     # -- whole-file contents (for determinism comparisons) --
     def contents(self):
         """Every dataset (round-indexed ones cut to rounds_done) and attribute, minus the nondeterministic items:
