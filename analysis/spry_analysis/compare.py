@@ -106,10 +106,17 @@ CLAIMS = (
 
 def paper_claims(paths, target=None):
     """[(claim, measured text, verdict)] for the seed paper's four claims. Within a class of methods (e.g. several
-    backprop baselines) the best-performing group is used (highest accuracy / fewest rounds / least memory)."""
-    classes = {}
+    backprop baselines, or Spry per epoch and per iteration) the method with the most runs (seeds) stands for the
+    class (ties: the first label in sorted order); the measured text names it."""
+    by_class = {}
     for p in paths:
-        classes.setdefault(method_class(p), []).append(p)
+        with RunFile(p) as rf:
+            label = rf.method
+        by_class.setdefault(method_class(p), {}).setdefault(label, []).append(p)
+    classes, chosen = {}, {}
+    for c, groups in by_class.items():
+        label = sorted(groups, key=lambda g: (-len(groups[g]), g))[0]
+        classes[c], chosen[c] = groups[label], label
     out = []
     for text, ca, cb, what, lo_c, hi_c in CLAIMS:
         miss = [c for c in (ca, cb) if c not in classes]
@@ -141,7 +148,8 @@ def paper_claims(paths, target=None):
             est, lo, hi = stats.ratio_ci([q["peak"] for q in per_seed(A, "eval_acc")],
                                          [q["peak"] for q in per_seed(B, "eval_acc")])
             unit = "x"
-        measured = "%.3g%s, 95%% CI [%.3g, %.3g] (%d vs %d runs)" % (est, unit, lo, hi, len(A), len(B))
+        measured = "%.3g%s, 95%% CI [%.3g, %.3g] (%s: %d runs vs %s: %d runs)" % (est, unit, lo, hi, chosen[ca], len(A),
+                                                                             chosen[cb], len(B))
         if not math.isfinite(est):
             verdict = "not measurable from these runs"
         elif hi < lo_c:
