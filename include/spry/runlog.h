@@ -36,7 +36,7 @@
 
 #include "spry/config.h"
 #include "spry/dataset.h"
-#include "spry/federation.h"
+#include "spry/round.h"
 #include "spry/model.h"
 #include "spry/partition.h"
 
