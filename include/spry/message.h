@@ -31,14 +31,15 @@ typedef struct spry_mailbox spry_mailbox;
 
 /* Where spry_message_parse copies the diagnostics of one slot (each NULL when not logged): dense (d) receives the
  * dense estimate unpacked to full length (log.gradients >= dense), batch_gradient (d) the oracle's batch-path
- * gradient. */
+ * gradient, local_gradient (d) its full local gradient, minibatch_var (L) its minibatch variance. */
 typedef struct {
   float *dense;
-  float *batch_gradient;
+  float *batch_gradient, *local_gradient; /* oracle: [d] each */
+  double *minibatch_var;                  /* oracle: [L] */
 } spry_message_store;
 
 /* blocks[L] of the model; d = trainable weights; B = batch size (for sample indices). */
-spry_mailbox *spry_mailbox_create(const spry_config *cfg, const spry_range *blocks, size_t d, MPI_Comm comm);
+spry_mailbox *spry_mailbox_create(const spry_config *cfg, const spry_range *blocks, int L, size_t d, MPI_Comm comm);
 void spry_mailbox_free(spry_mailbox **mb);
 
 /* Start this rank's uploads of a round (empties the send buffer). */

@@ -35,8 +35,16 @@ typedef struct {
   const int32_t *sample_idx; /* [n_steps * batch_size] or NULL */
   const float *estimate;     /* [d] the client's estimate (iteration) / its update w_m - w_t (epoch), zero off its
                                 blocks; or NULL when dense logging is off */
-  const float *true_grad;    /* [d] log.gradients = oracle: the client's true gradient over ALL blocks on the same
-                                batches at the same weights (spry_client_result.true_grad); NULL otherwise */
+  /* log.gradients = oracle (NULL / NaN otherwise); spry_client_result documents them */
+  const float *batch_grad;       /* [d] the batch-path gradient (spry_client_result.true_grad) */
+  const float *local_grad;       /* [d] the full local gradient grad f_m(w_t) */
+  const double *minibatch_var;   /* [L] sigma^2_{m,l} over the client's epoch-0 batches at w_t */
+  const double *residual_sq;     /* [L] ||grad_l f_m(w_t) - sum_c pihat_mc G_c^l(w_t)||^2 (this rank's slots) */
+  double local_loss;             /* f_m(w_t) */
+  /* eval.personalize_epochs > 0, eval rounds (0 / NaN otherwise): the client's local test split after personalising
+   * w_{t+1} for F local epochs */
+  int personal_correct, personal_count;
+  double personal_loss;
 } spry_slot_record;
 
 typedef struct spry_fed spry_fed;
@@ -55,10 +63,20 @@ typedef struct {
   const spry_slot_record *local; /* every rank: its own slots */
   const float *w;                /* rank 0: global weights after the round */
   const float *aggregate;        /* rank 0: aggregated estimate (iteration) or pseudo-gradient Delta (epoch) */
+  const float *w_start;          /* rank 0: w_t, the weights broadcast at the start of the round */
+  double initial_eval_loss, initial_eval_acc; /* every rank: held-out metrics of w_0 (NaN when unknown) */
+  double personal_acc, personal_loss; /* rank 0, eval.personalize_epochs > 0 and eval rounds; NaN otherwise */
   /* log.gradients = oracle, rank 0 (NULL / NaN otherwise). p_m = the aggregation weight of slot m normalised over
    * the round (n_m / sum n, or 1/M); q_{m,l} = the same weight normalised over M_l, the slots that trained block
-   * l; g_m = slot m's true gradient (all blocks, its batches). Definitions in docs/runfile.md, "Oracle". */
-  const float *true_gradient;   /* [d] g = sum_m p_m g_m: the participants' objective on the round's batches */
+   * l; g_m = slot m's FULL local gradient grad f_m(w_t); the batch_* statistics use the batch-path gradients
+   * instead. Definitions in docs/runfile.md, "Oracle". */
+  const float *true_gradient;   /* [d] g = sum_m p_m g_m = grad f(w_t) over the participants' data */
+  const float *batch_gradient;  /* [d] sum_m p_m (batch-path gradient of m) */
+  const double *batch_bias_sq;  /* [L] the bias from the batch-path gradients */
+  double batch_z2;              /* Z^2 from the batch-path gradients */
+  double objective, grad_sq;    /* f(w_t) = sum_m p_m f_m(w_t); ||g||^2 */
+  double pool_objective, pool_grad_sq; /* F(w_t) over the whole train pool; ||grad F(w_t)||^2, grad F = sum_c (n_c/n) G_c */
+  double secant;                /* ||grad F(w_t) - grad F(w_{t-1})|| / ||w_t - w_{t-1}|| (NaN at t = 0 / zero step) */
   const float *class_gradients; /* [C*d] grad F_c at w_t, F_c = mean loss over the train pool's class-c examples
                                    (a class without examples: zeros) */
   double sq_error;              /* ||g_hat - g||^2, g_hat = aggregate (iteration; NaN for epoch) */

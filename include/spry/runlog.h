@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define SPRY_RUNFILE_FORMAT "spry-run"
-#define SPRY_RUNFILE_VERSION 1
+#define SPRY_RUNFILE_VERSION 2
 
 typedef struct {
   const char *path;

@@ -19,6 +19,7 @@ struct spry_client_runner {
   int perm_cap;
   float *probs, *g;
   float *true_step; /* [d] oracle: one step's true gradient (NULL unless log.gradients = oracle) */
+  double *acc, *acc2; /* [d] oracle: double accumulators */
   /* fwdllm: candidates per kept tangent, squared norms of the kept tangents on the active blocks */
   int n_cand;
   double *cand_norm2;
@@ -54,6 +55,8 @@ spry_client_runner *spry_client_runner_create(const spry_config *cfg, spry_model
   if (cfg->log.gradients >= SPRY_GRADLOG_ORACLE) {
     r->res.true_grad = spry_alloc_floats("oracle", r->d);
     r->true_step = spry_alloc_floats("oracle", r->d);
+    r->res.local_grad = spry_alloc_floats("oracle", r->d);
+    r->res.minibatch_var = spry_alloc("oracle", sizeof(double) * (size_t)r->n_blocks);
   }
   if (cfg->method.estimator == SPRY_EST_FWDLLM) {
     r->n_cand = cfg->method.fwdllm_candidates;
@@ -83,6 +86,10 @@ void spry_client_runner_free(spry_client_runner **pr) {
   spry_free(&r->res.update);
   spry_free(&r->res.true_grad);
   spry_free(&r->true_step);
+  spry_free(&r->res.local_grad);
+  spry_free(&r->res.minibatch_var);
+  spry_free(&r->acc);
+  spry_free(&r->acc2);
   spry_free(&r->res.scalars);
   spry_free(&r->res.k_index);
   spry_free(&r->res.step_K);
@@ -199,18 +206,78 @@ static float fwdllm_step(spry_client_runner *r, const spry_batch *b, spry_tangen
   return loss;
 }
 
-void spry_client_true_gradient(spry_client_runner *r, const float *w, const int32_t *idx, int n, float *grad) {
+static void ensure_oracle(spry_client_runner *r) {
+  if (!r->true_step) r->true_step = spry_alloc_floats("oracle", r->d);
+  if (!r->acc) r->acc = spry_alloc("oracle", sizeof(double) * r->d);
+  if (!r->acc2) r->acc2 = spry_alloc("oracle", sizeof(double) * r->d);
+}
+
+void spry_client_true_gradient(spry_client_runner *r, const float *w, const int32_t *idx, int n, float *grad,
+                               double *loss_mean) {
   memcpy(spry_model_w(r->model), w, sizeof(float) * r->d);
   memset(grad, 0, sizeof(float) * r->d);
+  if (loss_mean) *loss_mean = NAN;
   if (n <= 0) return;
-  if (!r->true_step) r->true_step = spry_alloc_floats("oracle", r->d);
+  ensure_oracle(r);
+  memset(r->acc, 0, sizeof(double) * r->d);
+  double ls = 0;
   for (int i = 0; i < n; i += r->B) {
     int nb = n - i < r->B ? n - i : r->B;
     spry_batch b = make_batch(r, idx + i, nb);
-    spry_model_backward(r->model, &b, NULL, r->true_step);
-    float share = (float)nb / (float)n;
-    for (size_t k = 0; k < r->d; k++) grad[k] += share * r->true_step[k];
+    ls += (double)spry_model_backward(r->model, &b, NULL, r->true_step) * nb;
+    for (size_t k = 0; k < r->d; k++) r->acc[k] += (double)nb * r->true_step[k];
   }
+  for (size_t k = 0; k < r->d; k++) grad[k] = (float)(r->acc[k] / n);
+  if (loss_mean) *loss_mean = ls / n;
+}
+
+/* The oracle's full local gradient at the broadcast weights (the model's weights on entry), its loss, and the
+ * minibatch variance per block over the client's epoch-0 batches (client.h): one reverse pass per batch. With
+ * a_b = the gradient of batch b (n_b examples) and g = sum_b (n_b/n) a_b, sigma_l^2 = (1/nb) sum_b ||a_b^l - g^l||^2
+ * = (1/nb) (sum_b ||a_b^l||^2 - 2 <sum_b a_b^l, g^l> + nb ||g^l||^2), all in double. */
+static void local_oracle(spry_client_runner *r, uint32_t round, int client, const int32_t *train_idx, int n_train) {
+  spry_client_result *res = &r->res;
+  ensure_oracle(r);
+  memcpy(r->perm, train_idx, sizeof(int32_t) * (size_t)n_train);
+  spry_rng_stream st = spry_rng_stream_at((spry_rng_key){.seed = r->cfg->run.seed, .purpose = SPRY_RNG_DATA,
+                                                         .round = round, .client = (uint32_t)client, .step = 0});
+  spry_stream_shuffle(&st, r->perm, (size_t)n_train);
+  const spry_block *blocks = spry_model_blocks(r->model);
+  double *full = r->acc, *sum = r->acc2, *s1 = res->minibatch_var;
+  memset(full, 0, sizeof(double) * r->d);
+  memset(sum, 0, sizeof(double) * r->d);
+  for (int l = 0; l < r->n_blocks; l++) s1[l] = 0;
+  double ls = 0;
+  int nbat = 0;
+  for (int i = 0; i < n_train; i += r->B, nbat++) {
+    int nb = n_train - i < r->B ? n_train - i : r->B;
+    spry_batch b = make_batch(r, r->perm + i, nb);
+    ls += (double)spry_model_backward(r->model, &b, NULL, r->true_step) * nb;
+    for (size_t k = 0; k < r->d; k++) {
+      full[k] += (double)nb * r->true_step[k];
+      sum[k] += r->true_step[k];
+    }
+    for (int l = 0; l < r->n_blocks; l++) {
+      double q = 0;
+      for (size_t k = blocks[l].offset; k < blocks[l].offset + blocks[l].size; k++)
+        q += (double)r->true_step[k] * r->true_step[k];
+      s1[l] += q;
+    }
+  }
+  for (size_t k = 0; k < r->d; k++) {
+    full[k] /= n_train;
+    res->local_grad[k] = (float)full[k];
+  }
+  for (int l = 0; l < r->n_blocks; l++) {
+    double cross = 0, g2 = 0;
+    for (size_t k = blocks[l].offset; k < blocks[l].offset + blocks[l].size; k++) {
+      cross += sum[k] * full[k];
+      g2 += full[k] * full[k];
+    }
+    double v = (s1[l] - 2 * cross + nbat * g2) / nbat;
+    s1[l] = v > 0 ? v : 0; /* rounding can leave -tiny for a zero variance */
+  }
+  res->local_loss = ls / n_train;
 }
 
 const spry_client_result *spry_client_run(spry_client_runner *r, uint32_t round, int client,
@@ -248,6 +315,8 @@ const spry_client_result *spry_client_run(spry_client_runner *r, uint32_t round,
     r->perm = spry_alloc("client", sizeof(int32_t) * (size_t)n_train);
     r->perm_cap = n_train;
   }
+  res->local_loss = NAN;
+  if (res->local_grad) local_oracle(r, round, client, train_idx, n_train); /* at w_t, before any step */
   spry_client_opt_reset(r->opt);
   res->n_steps = steps;
   res->K = mc->estimator == SPRY_EST_BACKPROP ? 0 : r->Kcap;

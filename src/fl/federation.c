@@ -50,6 +50,7 @@ struct spry_fed {
   long verified_rebuilds; /* per-iteration estimates rebuilt by the server and found bitwise equal to the client's */
   /* run file and oracle (log.gradients >= dense / oracle) */
   float *local_dense; /* [M*d] this rank's slots' dense estimates */
+  float *w_start;     /* rank 0: [d] w_t, the weights broadcast at the start of the round in progress */
   spry_oracle *oracle; /* log.gradients = oracle, else NULL */
   char *ckpt_path;                 /* NULL = no checkpoints */
   volatile sig_atomic_t *stop_flag;
@@ -176,7 +177,8 @@ spry_fed *spry_fed_create(const spry_config *cfg, MPI_Comm comm) {
   if (cfg->log.gradients >= SPRY_GRADLOG_DENSE) {
     f->local_dense = spry_alloc_floats("dense log", (size_t)M * f->d);
   }
-  f->mail = spry_mailbox_create(cfg, f->blocks, f->d, comm);
+  if (f->rank == 0) f->w_start = spry_alloc_floats("federation", f->d);
+  f->mail = spry_mailbox_create(cfg, f->blocks, f->L, f->d, comm);
   if (cfg->log.gradients >= SPRY_GRADLOG_ORACLE) {
     spry_oracle_setup os = {.cfg = cfg, .runner = f->runner, .ds = f->ds, .pool = f->pool, .n_pool = f->n_pool,
                             .part = f->part, .blocks = f->blocks, .L = f->L, .d = f->d, .comm = comm};
@@ -220,6 +222,7 @@ void spry_fed_free(spry_fed **pf) {
   spry_free(&f->dense_store);
   spry_free(&f->local_dense);
   spry_mailbox_free(&f->mail);
+  spry_free(&f->w_start);
   spry_oracle_free(&f->oracle);
   spry_free(&f->ckpt_path);
   spry_free(pf);
@@ -408,6 +411,10 @@ void spry_fed_checkpoint_view(spry_fed *f, uint32_t rounds_done, spry_checkpoint
   c->initial_acc = f->initial_acc;
   c->initial_loss = f->initial_loss;
   c->verified_rebuilds = f->verified_rebuilds;
+  const float *wp = NULL, *gp = NULL;
+  spry_oracle_secant_state(f->oracle, &wp, &gp);
+  c->oracle_w_prev = (float *)wp;
+  c->oracle_pool_grad_prev = (float *)gp;
   c->status = SPRY_RUN_OK;
 }
 
@@ -441,6 +448,7 @@ int spry_fed_restore(spry_fed *f, const spry_checkpoint *c, char *err, size_t er
   f->initial_acc = c->initial_acc;
   f->initial_loss = c->initial_loss;
   f->verified_rebuilds = c->verified_rebuilds;
+  spry_oracle_restore_secant(f->oracle, c->oracle_w_prev, c->oracle_pool_grad_prev);
   return 0;
 }
 
@@ -496,6 +504,7 @@ static void record(spry_fed *f, int eval, int status, spry_round_record *rec) {
         spry_oracle_store(f->oracle, 0, j, f->local_dense ? f->local_dense + (size_t)j * f->d : NULL);
     p = spry_message_parse(f->mail, f->plan, p, &f->local[j], &protocol, &st);
   }
+  if (f->oracle && status == SPRY_RUN_OK) spry_oracle_residuals(f->oracle, f->local, rec->n_local);
   rec->local = f->local;
   if (f->rank != 0) return;
   int tc = 0, tn = 0;
@@ -509,7 +518,9 @@ static void record(spry_fed *f, int eval, int status, spry_round_record *rec) {
   rec->slots = f->slots;
   rec->w = f->w;
   rec->aggregate = f->aggregate;
-  if (f->oracle && status == SPRY_RUN_OK) spry_oracle_statistics(f->oracle, f->plan, f->slots, f->aggregate, rec);
+  rec->w_start = f->w_start;
+  if (f->oracle && status == SPRY_RUN_OK)
+    spry_oracle_statistics(f->oracle, f->plan, f->slots, f->aggregate, f->w_start, rec);
   if (rec->evaluated) f->final_acc = rec->eval_acc, f->final_loss = rec->eval_loss;
   double m3[3] = {rec->train_loss, rec->eval_loss, rec->eval_acc};
   f->metrics_hash = spry_fnv1a(m3, sizeof m3, f->metrics_hash);
@@ -532,6 +543,10 @@ int spry_fed_run(spry_fed *f, uint32_t first_round, const spry_fed_observer *obs
       }
     }
   }
+  double init[2] = {f->initial_loss, f->initial_acc}; /* every rank knows w_0's metrics (the run file keeps them) */
+  SPRY_CHECK_MPI(MPI_Bcast(init, 2, MPI_DOUBLE, 0, f->comm));
+  f->initial_loss = init[0];
+  f->initial_acc = init[1];
   double t_start = spry_now();
   for (uint32_t t = first_round; t < (uint32_t)cfg->run.rounds; t++) {
     double t0 = spry_now();
@@ -539,9 +554,14 @@ int spry_fed_run(spry_fed *f, uint32_t first_round, const spry_fed_observer *obs
     if (f->g_prev) SPRY_CHECK_MPI(MPI_Bcast(f->g_prev, (int)f->d, MPI_FLOAT, 0, f->comm));
     spry_plan_build(f->plan, t);
     int eval = is_eval_round(cfg, t);
+    if (f->rank == 0) memcpy(f->w_start, f->w, sizeof(float) * f->d);
     spry_round_record rec = {.round = t, .plan = f->plan, .n_slots = M};
     rec.train_loss = rec.eval_loss = rec.eval_acc = rec.local_acc = NAN;
-    rec.sq_error = rec.cosine = rec.z2 = NAN;
+    rec.sq_error = rec.cosine = rec.z2 = rec.batch_z2 = NAN;
+    rec.objective = rec.grad_sq = rec.pool_objective = rec.pool_grad_sq = rec.secant = NAN;
+    rec.personal_acc = rec.personal_loss = NAN;
+    rec.initial_eval_loss = f->initial_loss;
+    rec.initial_eval_acc = f->initial_acc;
 
     run_clients(f, t, eval, &rec);                  /* this rank's clients -> their uploads */
     if (f->oracle) spry_oracle_classes(f->oracle, f->w); /* at w_t, after the clients' peak was taken */

@@ -1,6 +1,7 @@
 /* The wire messages of a round; see include/spry/message.h. */
 #include "spry/message.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "spry/core.h"
@@ -22,7 +23,7 @@ struct spry_mailbox {
   const spry_config *cfg;
   const spry_range *blocks;
   size_t d;
-  int B, rank, size;
+  int L, B, rank, size;
   MPI_Comm comm;
   float *full; /* d: scratch */
   char *send;
@@ -35,11 +36,12 @@ struct spry_mailbox {
 static int dense_logging(const spry_config *cfg) { return cfg->log.gradients >= SPRY_GRADLOG_DENSE; }
 static int oracle_logging(const spry_config *cfg) { return cfg->log.gradients >= SPRY_GRADLOG_ORACLE; }
 
-spry_mailbox *spry_mailbox_create(const spry_config *cfg, const spry_range *blocks, size_t d, MPI_Comm comm) {
+spry_mailbox *spry_mailbox_create(const spry_config *cfg, const spry_range *blocks, int L, size_t d, MPI_Comm comm) {
   spry_mailbox *mb = spry_alloc("messages", sizeof *mb);
   mb->cfg = cfg;
   mb->blocks = blocks;
   mb->d = d;
+  mb->L = L;
   mb->B = cfg->data.batch_size;
   mb->comm = comm;
   SPRY_CHECK_MPI(MPI_Comm_rank(comm, &mb->rank));
@@ -96,7 +98,7 @@ void spry_mailbox_pack(spry_mailbox *mb, const spry_plan *plan, int slot, const 
   int64_t diag = (int64_t)(2 * n_sc + (size_t)res->n_steps);
   if (cfg->log.sample_indices) diag += (int64_t)res->n_steps * mb->B;
   if (dense_logging(cfg)) diag += (int64_t)plen;
-  if (oracle_logging(cfg)) diag += (int64_t)mb->d;
+  if (oracle_logging(cfg)) diag += 2 * (int64_t)mb->d + 2 * (int64_t)mb->L + 2; /* 2 gradients, L + 1 doubles */
   h.diag_floats = diag;
   size_t bytes = sizeof h + 4 * ((size_t)h.n_protocol + (size_t)diag);
   mb->send = grow(mb->send, &mb->send_cap, mb->send_len + bytes, "messages");
@@ -132,8 +134,10 @@ void spry_mailbox_pack(spry_mailbox *mb, const spry_plan *plan, int slot, const 
     p += 4 * plen;
   }
   if (oracle_logging(cfg)) {
-    memcpy(p, res->true_grad, 4 * mb->d);
-    p += 4 * mb->d;
+    memcpy(p, res->true_grad, 4 * mb->d), p += 4 * mb->d;
+    memcpy(p, res->local_grad, 4 * mb->d), p += 4 * mb->d;
+    memcpy(p, res->minibatch_var, 8 * (size_t)mb->L), p += 8 * (size_t)mb->L;
+    memcpy(p, &res->local_loss, 8), p += 8;
   }
   mb->send_len += bytes;
 }
@@ -193,11 +197,17 @@ const char *spry_message_parse(const spry_mailbox *mb, const spry_plan *plan, co
     rec->estimate = dst->dense;
     p += 4 * spry_slot_payload_len(plan, mb->blocks, h.slot);
   }
-  rec->true_grad = NULL;
+  rec->batch_grad = rec->local_grad = NULL;
+  rec->minibatch_var = rec->residual_sq = NULL;
+  rec->local_loss = rec->personal_loss = NAN;
   if (oracle_logging(cfg)) {
-    memcpy(dst->batch_gradient, p, 4 * mb->d);
-    rec->true_grad = dst->batch_gradient;
-    p += 4 * mb->d;
+    memcpy(dst->batch_gradient, p, 4 * mb->d), p += 4 * mb->d;
+    memcpy(dst->local_gradient, p, 4 * mb->d), p += 4 * mb->d;
+    memcpy(dst->minibatch_var, p, 8 * (size_t)mb->L), p += 8 * (size_t)mb->L;
+    memcpy(&rec->local_loss, p, 8), p += 8;
+    rec->batch_grad = dst->batch_gradient;
+    rec->local_grad = dst->local_gradient;
+    rec->minibatch_var = dst->minibatch_var;
   }
   return p;
 }
