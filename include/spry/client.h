@@ -90,6 +90,19 @@ void spry_client_evaluate(spry_client_runner *r, const int32_t *idx, int n, doub
 void spry_client_true_gradient(spry_client_runner *r, const float *w, const int32_t *idx, int n, float *grad,
                                double *loss_mean);
 
+/* Personalisation (eval.personalize_epochs, docs/federation.md): starting from w_global, `epochs` local epochs of
+ * the method's own client training on the blocks active[L] (its estimator and client optimizer, fresh state, one
+ * optimizer step per batch, also for per-iteration methods), then the local test split: *correct hits and
+ * *loss_mean (NaN when n_test = 0). Its random streams are those of the round's training with the step index
+ * SPRY_PERSONAL_STEP | s (tangents of its s-th step) and SPRY_PERSONAL_STEP | e (batch order of epoch e), so they
+ * never coincide with the round's own. g_prev: FwdLLM's latest global estimate (or NULL). Never changes the
+ * federation's state (the runner resets everything for its next client). */
+#define SPRY_PERSONAL_STEP 0x80000000u
+void spry_client_personalize(spry_client_runner *r, uint32_t round, int client, const unsigned char *active,
+                             const float *w_global, const int32_t *train_idx, int n_train, int epochs,
+                             const int32_t *test_idx, int n_test, const float *g_prev, int *correct,
+                             double *loss_mean);
+
 /* The tangent specification of step `step` for client `client` in `round` (key, kind, K, active blocks). */
 spry_tangent_spec spry_client_tangent_spec(const spry_config *cfg, uint32_t round, int client, uint32_t step,
                                            int K, const unsigned char *active);

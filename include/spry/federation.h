@@ -73,6 +73,9 @@ int spry_fed_size(const spry_fed *f);
  * when a run starts from round 0; NaN otherwise). */
 double spry_fed_final_accuracy(const spry_fed *f);
 double spry_fed_final_loss(const spry_fed *f);
+/* Rank 0: eval.personalize_epochs > 0: the participants' personalised local test accuracy of the last evaluated
+ * round (NaN otherwise; not kept by a resume that has not evaluated since). */
+double spry_fed_final_personal_accuracy(const spry_fed *f);
 double spry_fed_initial_accuracy(const spry_fed *f);
 double spry_fed_initial_loss(const spry_fed *f);
 /* Rank 0: FNV-1a 64 over every round's (train loss, eval loss, eval accuracy) as doubles: a fingerprint of the

@@ -20,6 +20,8 @@ struct spry_client_runner {
   float *probs, *g;
   float *true_step; /* [d] oracle: one step's true gradient (NULL unless log.gradients = oracle) */
   double *acc, *acc2; /* [d] oracle: double accumulators */
+  float *p_scalars;   /* [Kcap] personalisation: one step's scalars */
+  uint32_t *p_kidx;   /* [Kcap] */
   /* fwdllm: candidates per kept tangent, squared norms of the kept tangents on the active blocks */
   int n_cand;
   double *cand_norm2;
@@ -90,6 +92,8 @@ void spry_client_runner_free(spry_client_runner **pr) {
   spry_free(&r->res.minibatch_var);
   spry_free(&r->acc);
   spry_free(&r->acc2);
+  spry_free(&r->p_scalars);
+  spry_free(&r->p_kidx);
   spry_free(&r->res.scalars);
   spry_free(&r->res.k_index);
   spry_free(&r->res.step_K);
@@ -370,4 +374,78 @@ const spry_client_result *spry_client_run(spry_client_runner *r, uint32_t round,
     for (size_t i = 0; i < r->d; i++) res->true_grad[i] /= (float)steps;
   memcpy(res->update, mc->comm == SPRY_COMM_ITERATION ? r->g : w, sizeof(float) * r->d);
   return res;
+}
+
+/* One estimate of the method on batch b at the model's weights into r->g; returns the loss. */
+static float estimate(spry_client_runner *r, const spry_batch *b, spry_tangent_spec spec, const unsigned char *active,
+                      const float *g_prev, float *sc, uint32_t *ki, int *K_used) {
+  const spry_config_method *mc = &r->cfg->method;
+  float loss = 0;
+  *K_used = mc->estimator == SPRY_EST_BACKPROP ? 0 : r->Kcap;
+  switch (mc->estimator) {
+    case SPRY_EST_FORWARD:
+      loss = spry_model_jvp(r->model, b, &spec, sc);
+      spry_forward_gradient(r->model, &spec, sc, r->g);
+      break;
+    case SPRY_EST_ZEROTH:
+      spry_model_zeroth(r->model, b, &spec, (float)mc->zo_eps, sc, &loss);
+      spry_forward_gradient(r->model, &spec, sc, r->g);
+      break;
+    case SPRY_EST_BACKPROP:
+      loss = spry_model_backward(r->model, b, active, r->g);
+      break;
+    case SPRY_EST_FWDLLM:
+      loss = fwdllm_step(r, b, spec, g_prev, sc, ki, K_used);
+      break;
+  }
+  return loss;
+}
+
+void spry_client_personalize(spry_client_runner *r, uint32_t round, int client, const unsigned char *active,
+                             const float *w_global, const int32_t *train_idx, int n_train, int epochs,
+                             const int32_t *test_idx, int n_test, const float *g_prev, int *correct,
+                             double *loss_mean) {
+  const spry_config *cfg = r->cfg;
+  *correct = 0;
+  *loss_mean = NAN;
+  SPRY_CHECK(n_train >= 1, "client %d has no training examples", client);
+  float *w = spry_model_w(r->model);
+  memcpy(w, w_global, sizeof(float) * r->d);
+  int n_ranges = 0;
+  const spry_block *blocks = spry_model_blocks(r->model);
+  for (int b = 0; b < r->n_blocks; b++)
+    if (active[b]) r->ranges[n_ranges++] = (spry_range){blocks[b].offset, blocks[b].size};
+  SPRY_CHECK(n_ranges > 0, "client %d was assigned no block", client);
+  if (n_train > r->perm_cap) {
+    spry_free(&r->perm);
+    r->perm = spry_alloc("client", sizeof(int32_t) * (size_t)n_train);
+    r->perm_cap = n_train;
+  }
+  if (!r->p_scalars) {
+    r->p_scalars = spry_alloc_floats("client", (size_t)r->Kcap);
+    r->p_kidx = spry_alloc("client", sizeof(uint32_t) * (size_t)r->Kcap);
+  }
+  spry_client_opt_reset(r->opt);
+  int per_epoch = (n_train + r->B - 1) / r->B;
+  for (int e = 0, s = 0; e < epochs; e++) {
+    memcpy(r->perm, train_idx, sizeof(int32_t) * (size_t)n_train);
+    spry_rng_stream st = spry_rng_stream_at((spry_rng_key){.seed = cfg->run.seed, .purpose = SPRY_RNG_DATA,
+                                                           .round = round, .client = (uint32_t)client,
+                                                           .step = SPRY_PERSONAL_STEP | (uint32_t)e});
+    spry_stream_shuffle(&st, r->perm, (size_t)n_train);
+    for (int bi = 0; bi < per_epoch; bi++, s++) {
+      int first = bi * r->B, nb = n_train - first < r->B ? n_train - first : r->B;
+      spry_batch b = make_batch(r, r->perm + first, nb);
+      spry_tangent_spec spec =
+          spry_client_tangent_spec(cfg, round, client, SPRY_PERSONAL_STEP | (uint32_t)s, cfg->method.K, active);
+      int K_used;
+      estimate(r, &b, spec, active, g_prev, r->p_scalars, r->p_kidx, &K_used);
+      spry_client_opt_step(r->opt, w, r->g, r->ranges, n_ranges);
+    }
+  }
+  if (n_test > 0) {
+    double ls;
+    spry_client_evaluate(r, test_idx, n_test, &ls, correct);
+    *loss_mean = ls / n_test;
+  }
 }

@@ -46,6 +46,7 @@ struct spry_fed {
   float *dense_store; /* rank 0 / local: per-slot dense estimates when logged */
   size_t dense_cap;
   double final_acc, final_loss, initial_acc, initial_loss;
+  double final_personal_acc; /* personalised local accuracy of the last evaluated round (NaN: off / not yet) */
   uint64_t metrics_hash; /* FNV-1a over every round's (train loss, eval loss, eval acc) bytes */
   long verified_rebuilds; /* per-iteration estimates rebuilt by the server and found bitwise equal to the client's */
   /* run file and oracle (log.gradients >= dense / oracle) */
@@ -184,7 +185,7 @@ spry_fed *spry_fed_create(const spry_config *cfg, MPI_Comm comm) {
                             .part = f->part, .blocks = f->blocks, .L = f->L, .d = f->d, .comm = comm};
     f->oracle = spry_oracle_create(&os);
   }
-  f->final_acc = f->final_loss = f->initial_acc = f->initial_loss = NAN;
+  f->final_acc = f->final_loss = f->initial_acc = f->initial_loss = f->final_personal_acc = NAN;
   f->metrics_hash = spry_fnv1a(NULL, 0, 0);
   return f;
 }
@@ -237,6 +238,7 @@ int spry_fed_rank(const spry_fed *f) { return f->rank; }
 int spry_fed_size(const spry_fed *f) { return f->size; }
 double spry_fed_final_accuracy(const spry_fed *f) { return f->final_acc; }
 double spry_fed_final_loss(const spry_fed *f) { return f->final_loss; }
+double spry_fed_final_personal_accuracy(const spry_fed *f) { return f->final_personal_acc; }
 double spry_fed_initial_accuracy(const spry_fed *f) { return f->initial_acc; }
 double spry_fed_initial_loss(const spry_fed *f) { return f->initial_loss; }
 uint64_t spry_fed_metrics_hash(const spry_fed *f) { return f->metrics_hash; }
@@ -488,6 +490,54 @@ static void run_clients(spry_fed *f, uint32_t t, int eval, spry_round_record *re
   rec->peak_bytes = peak_max;
 }
 
+/* eval.personalize_epochs = F > 0 on an eval round: each rank personalises w_{t+1} for its own slots (F local
+ * epochs of the method's client training on the slot's blocks of the round, then its local test split); rank 0
+ * gathers the counts in slot order and sums them in slot order (the same bits at any rank count). */
+static void personalize(spry_fed *f, spry_round_record *rec) {
+  const spry_config *cfg = &f->cfg;
+  if (f->g_prev) SPRY_CHECK_MPI(MPI_Bcast(f->g_prev, (int)f->d, MPI_FLOAT, 0, f->comm)); /* the latest estimate */
+  int M = rec->n_slots, first = rec->first_local, count = rec->n_local;
+  double *mine = spry_alloc("federation", sizeof(double) * 3 * (size_t)(count > 0 ? count : 1));
+  for (int j = 0; j < count; j++) {
+    spry_slot_record *r = &f->local[j];
+    plan_active(f->plan, first + j, f->active);
+    int correct;
+    double loss;
+    int nte = spry_partition_n_test(f->part, r->client);
+    spry_client_personalize(f->runner, f->plan->round, r->client, f->active, f->w, f->client_train[r->client],
+                            spry_partition_n_train(f->part, r->client), cfg->eval.personalize_epochs,
+                            f->client_test[r->client], nte, f->g_prev, &correct, &loss);
+    r->personal_correct = correct;
+    r->personal_count = nte;
+    r->personal_loss = loss;
+    mine[3 * j] = correct, mine[3 * j + 1] = nte, mine[3 * j + 2] = loss;
+  }
+  double *all = f->rank == 0 ? spry_alloc("federation", sizeof(double) * 3 * (size_t)M) : NULL;
+  for (int r = 0; r < f->size; r++) {
+    int fr, cr;
+    spry_rank_slots(M, f->size, r, &fr, &cr);
+    f->recv_counts[r] = 3 * cr;
+    f->recv_displs[r] = 3 * fr;
+  }
+  SPRY_CHECK_MPI(MPI_Gatherv(mine, 3 * count, MPI_DOUBLE, all, f->recv_counts, f->recv_displs, MPI_DOUBLE, 0,
+                             f->comm));
+  if (f->rank == 0) {
+    double c = 0, n = 0, ls = 0;
+    for (int j = 0; j < M; j++) {
+      f->slots[j].personal_correct = (int)all[3 * j];
+      f->slots[j].personal_count = (int)all[3 * j + 1];
+      f->slots[j].personal_loss = all[3 * j + 2];
+      c += all[3 * j];
+      n += all[3 * j + 1];
+      if (all[3 * j + 1] > 0) ls += all[3 * j + 2] * all[3 * j + 1];
+    }
+    rec->personal_acc = n > 0 ? c / n : NAN;
+    rec->personal_loss = n > 0 ? ls / n : NAN;
+  }
+  spry_free(&all);
+  spry_free(&mine);
+}
+
 /* After the server step: the held-out evaluation (eval rounds), every rank's records of its own slots (parsed from
  * its own uploads, so a writer can use them collectively), and on rank 0 the round's sums and oracle statistics. */
 static void record(spry_fed *f, int eval, int status, spry_round_record *rec) {
@@ -505,6 +555,8 @@ static void record(spry_fed *f, int eval, int status, spry_round_record *rec) {
     p = spry_message_parse(f->mail, f->plan, p, &f->local[j], &protocol, &st);
   }
   if (f->oracle && status == SPRY_RUN_OK) spry_oracle_residuals(f->oracle, f->local, rec->n_local);
+  for (int j = 0; j < rec->n_local; j++) f->local[j].personal_loss = NAN;
+  if (status == SPRY_RUN_OK && eval && f->cfg.eval.personalize_epochs > 0) personalize(f, rec);
   rec->local = f->local;
   if (f->rank != 0) return;
   int tc = 0, tn = 0;
@@ -522,6 +574,7 @@ static void record(spry_fed *f, int eval, int status, spry_round_record *rec) {
   if (f->oracle && status == SPRY_RUN_OK)
     spry_oracle_statistics(f->oracle, f->plan, f->slots, f->aggregate, f->w_start, rec);
   if (rec->evaluated) f->final_acc = rec->eval_acc, f->final_loss = rec->eval_loss;
+  if (rec->evaluated) f->final_personal_acc = rec->personal_acc;
   double m3[3] = {rec->train_loss, rec->eval_loss, rec->eval_acc};
   f->metrics_hash = spry_fnv1a(m3, sizeof m3, f->metrics_hash);
 }
@@ -578,6 +631,8 @@ int spry_fed_run(spry_fed *f, uint32_t first_round, const spry_fed_observer *obs
       printf("round %4u/%d  train loss %.4f", t + 1, cfg->run.rounds, rec.train_loss);
       if (rec.evaluated) printf("  eval loss %.4f acc %.2f%%", rec.eval_loss, 100 * rec.eval_acc);
       if (rec.evaluated && !isnan(rec.local_acc)) printf("  clients' local acc %.2f%%", 100 * rec.local_acc);
+      if (rec.evaluated && !isnan(rec.personal_acc))
+        printf("  personalised (%d epochs) local acc %.2f%%", cfg->eval.personalize_epochs, 100 * rec.personal_acc);
       printf("  %.2f s/round  ETA %.0f s\n", rec.seconds, elapsed / done * left);
       fflush(stdout);
     }
