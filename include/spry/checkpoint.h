@@ -5,6 +5,8 @@
  *   w (d floats)                        the global trainable weights after round r-1;
  *   server_m, server_v (d floats each)  the server optimizer's moments (absent for FedAvg), and server_step;
  *   g_prev (d floats)                   FwdLLM's previous global estimate (absent otherwise);
+ *   oracle_w_prev, oracle_pool_grad_prev (d floats each)  log.gradients = oracle: w_{r-1} and grad F(w_{r-1}), the
+ *                                       previous point of the secant (absent otherwise);
  *   the run's running fingerprints      metrics_hash, final accuracy/loss, verified rebuilds, initial metrics;
  *   the configuration                   its INI text (spry_config_to_ini) and hash (spry_config_hash).
  * Everything else (partition, plans, tangents, batches) is rebuilt from the configuration and the round number.
@@ -41,6 +43,7 @@ typedef struct {
   float *server_v; /* [d] or NULL */
   uint64_t server_step;
   float *g_prev;   /* [d] or NULL */
+  float *oracle_w_prev, *oracle_pool_grad_prev; /* [d] each or NULL (oracle: the secant's previous point) */
   uint64_t metrics_hash;
   double final_acc, final_loss, initial_acc, initial_loss;
   int64_t verified_rebuilds;

@@ -52,9 +52,16 @@ typedef struct {
   int32_t *sample_idx; /* [n_steps * batch_size] dataset indices of each step's batch (-1 padding) */
   int test_correct, test_count; /* local test split on the global model (when evaluated) */
   double test_loss;             /* mean over the local test split (when evaluated) */
-  float *true_grad; /* [d] log.gradients = oracle: mean over the local steps of the TRUE gradient (reverse mode) of
-                       the step's batch loss at the weights the step started from, over ALL blocks (not only the
-                       client's); computed before the step's estimate, so it never changes training. NULL otherwise */
+  /* log.gradients = oracle (NULL otherwise); all computed before the client's training or alongside it without
+   * touching anything the training reads, so they never change training: */
+  float *true_grad;       /* [d] the BATCH-PATH gradient: mean over the local steps of the gradient (reverse mode,
+                             ALL blocks) of the step's batch loss at the weights the step started from */
+  float *local_grad;      /* [d] the FULL local gradient grad f_m(w_t): mean loss over the client's whole train split
+                             at the broadcast weights w_t, reverse mode over ALL blocks, in the batches of its
+                             epoch-0 order (batch b weighs n_b / n; accumulated in double) */
+  double *minibatch_var;  /* [L] sigma^2_{m,l} = mean over those epoch-0 batches b of
+                             ||grad_l f_m(w_t; b) - grad_l f_m(w_t)||^2 */
+  double local_loss;      /* f_m(w_t): mean loss over the whole train split at w_t (NaN without the oracle) */
 } spry_client_result;
 
 typedef struct spry_client_runner spry_client_runner;
@@ -77,9 +84,24 @@ const spry_client_result *spry_client_run(spry_client_runner *r, uint32_t round,
 void spry_client_evaluate(spry_client_runner *r, const int32_t *idx, int n, double *loss_sum, int *correct);
 
 /* Gradient over ALL blocks of the mean loss of examples idx[n] (dataset indices) at the weights w (d), by
- * reverse mode, batch by batch in order (batch b weighs n_b / n): grad (d) is overwritten. Used by the oracle for
- * the per-class true gradients. Leaves the runner's model weights at w. */
-void spry_client_true_gradient(spry_client_runner *r, const float *w, const int32_t *idx, int n, float *grad);
+ * reverse mode, batch by batch in order (batch b weighs n_b / n, accumulated in double, rounded once): grad (d) is
+ * overwritten; *loss_mean (if not NULL) = the mean loss (NaN when n = 0). Used by the oracle for the per-class
+ * gradients. Leaves the runner's model weights at w. */
+void spry_client_true_gradient(spry_client_runner *r, const float *w, const int32_t *idx, int n, float *grad,
+                               double *loss_mean);
+
+/* Personalisation (eval.personalize_epochs, docs/federation.md): starting from w_global, `epochs` local epochs of
+ * the method's own client training on the blocks active[L] (its estimator and client optimizer, fresh state, one
+ * optimizer step per batch, also for per-iteration methods), then the local test split: *correct hits and
+ * *loss_mean (NaN when n_test = 0). Its random streams are those of the round's training with the step index
+ * SPRY_PERSONAL_STEP | s (tangents of its s-th step) and SPRY_PERSONAL_STEP | e (batch order of epoch e), so they
+ * never coincide with the round's own. g_prev: FwdLLM's latest global estimate (or NULL). Never changes the
+ * federation's state (the runner resets everything for its next client). */
+#define SPRY_PERSONAL_STEP 0x80000000u
+void spry_client_personalize(spry_client_runner *r, uint32_t round, int client, const unsigned char *active,
+                             const float *w_global, const int32_t *train_idx, int n_train, int epochs,
+                             const int32_t *test_idx, int n_test, const float *g_prev, int *correct,
+                             double *loss_mean);
 
 /* The tangent specification of step `step` for client `client` in `round` (key, kind, K, active blocks). */
 spry_tangent_spec spry_client_tangent_spec(const spry_config *cfg, uint32_t round, int client, uint32_t step,

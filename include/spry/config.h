@@ -155,7 +155,12 @@ typedef struct {
 typedef struct {
   spry_grad_log gradients;
   bool sample_indices;
+  int weights_every; /* /weights/w every this many rounds (+ w_0 and the last); 0 = off */
 } spry_config_log;
+
+typedef struct {
+  int personalize_epochs; /* eval rounds: local epochs of personalisation from w_{t+1} before the local test; 0 = off */
+} spry_config_eval;
 
 /* `spry pretrain` (causal-LM pretraining of the backbone); the federated run ignores this section. */
 typedef struct {
@@ -184,6 +189,7 @@ typedef struct {
   spry_config_data data;
   spry_config_fl fl;
   spry_config_method method;
+  spry_config_eval eval;
   spry_config_log log;
   spry_config_pretrain pretrain;
   /* Where each key's value came from (spry_config_origin), indexed like the key table. */

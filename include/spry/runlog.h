@@ -36,7 +36,7 @@
 
 #include "spry/config.h"
 #include "spry/dataset.h"
-#include "spry/federation.h"
+#include "spry/round.h"
 #include "spry/model.h"
 #include "spry/partition.h"
 
@@ -45,7 +45,7 @@ extern "C" {
 #endif
 
 #define SPRY_RUNFILE_FORMAT "spry-run"
-#define SPRY_RUNFILE_VERSION 1
+#define SPRY_RUNFILE_VERSION 2
 
 typedef struct {
   const char *path;

@@ -262,6 +262,10 @@ static int cmd_run(const cli *c, int rank, int size) {
       printf("done: %d rounds in %.1f s; final held-out accuracy %.2f%% (chance %.2f%%, %d classes, %s)\n",
              cfg.run.rounds, spry_now() - t0, 100 * acc, 100.0 / ds->n_class, ds->n_class, ds->source);
       printf("held-out loss: initial %.6f final %.6f\n", spry_fed_initial_loss(f), spry_fed_final_loss(f));
+      if (cfg.eval.personalize_epochs > 0 && !isnan(spry_fed_final_personal_accuracy(f)))
+        printf("personalised local accuracy (%d local epochs from the final global model, the participants of the "
+               "last evaluated round; not the held-out accuracy above): %.2f%%\n",
+               cfg.eval.personalize_epochs, 100 * spry_fed_final_personal_accuracy(f));
       printf("fingerprint: weights %016llx metrics %016llx\n",
              (unsigned long long)spry_fnv1a(spry_fed_weights(f), sizeof(float) * spry_model_n_trainable(spry_fed_model(f)), 0),
              (unsigned long long)spry_fed_metrics_hash(f));

@@ -19,6 +19,9 @@ struct spry_client_runner {
   int perm_cap;
   float *probs, *g;
   float *true_step; /* [d] oracle: one step's true gradient (NULL unless log.gradients = oracle) */
+  double *acc, *acc2; /* [d] oracle: double accumulators */
+  float *p_scalars;   /* [Kcap] personalisation: one step's scalars */
+  uint32_t *p_kidx;   /* [Kcap] */
   /* fwdllm: candidates per kept tangent, squared norms of the kept tangents on the active blocks */
   int n_cand;
   double *cand_norm2;
@@ -54,6 +57,8 @@ spry_client_runner *spry_client_runner_create(const spry_config *cfg, spry_model
   if (cfg->log.gradients >= SPRY_GRADLOG_ORACLE) {
     r->res.true_grad = spry_alloc_floats("oracle", r->d);
     r->true_step = spry_alloc_floats("oracle", r->d);
+    r->res.local_grad = spry_alloc_floats("oracle", r->d);
+    r->res.minibatch_var = spry_alloc("oracle", sizeof(double) * (size_t)r->n_blocks);
   }
   if (cfg->method.estimator == SPRY_EST_FWDLLM) {
     r->n_cand = cfg->method.fwdllm_candidates;
@@ -83,6 +88,12 @@ void spry_client_runner_free(spry_client_runner **pr) {
   spry_free(&r->res.update);
   spry_free(&r->res.true_grad);
   spry_free(&r->true_step);
+  spry_free(&r->res.local_grad);
+  spry_free(&r->res.minibatch_var);
+  spry_free(&r->acc);
+  spry_free(&r->acc2);
+  spry_free(&r->p_scalars);
+  spry_free(&r->p_kidx);
   spry_free(&r->res.scalars);
   spry_free(&r->res.k_index);
   spry_free(&r->res.step_K);
@@ -199,18 +210,78 @@ static float fwdllm_step(spry_client_runner *r, const spry_batch *b, spry_tangen
   return loss;
 }
 
-void spry_client_true_gradient(spry_client_runner *r, const float *w, const int32_t *idx, int n, float *grad) {
+static void ensure_oracle(spry_client_runner *r) {
+  if (!r->true_step) r->true_step = spry_alloc_floats("oracle", r->d);
+  if (!r->acc) r->acc = spry_alloc("oracle", sizeof(double) * r->d);
+  if (!r->acc2) r->acc2 = spry_alloc("oracle", sizeof(double) * r->d);
+}
+
+void spry_client_true_gradient(spry_client_runner *r, const float *w, const int32_t *idx, int n, float *grad,
+                               double *loss_mean) {
   memcpy(spry_model_w(r->model), w, sizeof(float) * r->d);
   memset(grad, 0, sizeof(float) * r->d);
+  if (loss_mean) *loss_mean = NAN;
   if (n <= 0) return;
-  if (!r->true_step) r->true_step = spry_alloc_floats("oracle", r->d);
+  ensure_oracle(r);
+  memset(r->acc, 0, sizeof(double) * r->d);
+  double ls = 0;
   for (int i = 0; i < n; i += r->B) {
     int nb = n - i < r->B ? n - i : r->B;
     spry_batch b = make_batch(r, idx + i, nb);
-    spry_model_backward(r->model, &b, NULL, r->true_step);
-    float share = (float)nb / (float)n;
-    for (size_t k = 0; k < r->d; k++) grad[k] += share * r->true_step[k];
+    ls += (double)spry_model_backward(r->model, &b, NULL, r->true_step) * nb;
+    for (size_t k = 0; k < r->d; k++) r->acc[k] += (double)nb * r->true_step[k];
   }
+  for (size_t k = 0; k < r->d; k++) grad[k] = (float)(r->acc[k] / n);
+  if (loss_mean) *loss_mean = ls / n;
+}
+
+/* The oracle's full local gradient at the broadcast weights (the model's weights on entry), its loss, and the
+ * minibatch variance per block over the client's epoch-0 batches (client.h): one reverse pass per batch. With
+ * a_b = the gradient of batch b (n_b examples) and g = sum_b (n_b/n) a_b, sigma_l^2 = (1/nb) sum_b ||a_b^l - g^l||^2
+ * = (1/nb) (sum_b ||a_b^l||^2 - 2 <sum_b a_b^l, g^l> + nb ||g^l||^2), all in double. */
+static void local_oracle(spry_client_runner *r, uint32_t round, int client, const int32_t *train_idx, int n_train) {
+  spry_client_result *res = &r->res;
+  ensure_oracle(r);
+  memcpy(r->perm, train_idx, sizeof(int32_t) * (size_t)n_train);
+  spry_rng_stream st = spry_rng_stream_at((spry_rng_key){.seed = r->cfg->run.seed, .purpose = SPRY_RNG_DATA,
+                                                         .round = round, .client = (uint32_t)client, .step = 0});
+  spry_stream_shuffle(&st, r->perm, (size_t)n_train);
+  const spry_block *blocks = spry_model_blocks(r->model);
+  double *full = r->acc, *sum = r->acc2, *s1 = res->minibatch_var;
+  memset(full, 0, sizeof(double) * r->d);
+  memset(sum, 0, sizeof(double) * r->d);
+  for (int l = 0; l < r->n_blocks; l++) s1[l] = 0;
+  double ls = 0;
+  int nbat = 0;
+  for (int i = 0; i < n_train; i += r->B, nbat++) {
+    int nb = n_train - i < r->B ? n_train - i : r->B;
+    spry_batch b = make_batch(r, r->perm + i, nb);
+    ls += (double)spry_model_backward(r->model, &b, NULL, r->true_step) * nb;
+    for (size_t k = 0; k < r->d; k++) {
+      full[k] += (double)nb * r->true_step[k];
+      sum[k] += r->true_step[k];
+    }
+    for (int l = 0; l < r->n_blocks; l++) {
+      double q = 0;
+      for (size_t k = blocks[l].offset; k < blocks[l].offset + blocks[l].size; k++)
+        q += (double)r->true_step[k] * r->true_step[k];
+      s1[l] += q;
+    }
+  }
+  for (size_t k = 0; k < r->d; k++) {
+    full[k] /= n_train;
+    res->local_grad[k] = (float)full[k];
+  }
+  for (int l = 0; l < r->n_blocks; l++) {
+    double cross = 0, g2 = 0;
+    for (size_t k = blocks[l].offset; k < blocks[l].offset + blocks[l].size; k++) {
+      cross += sum[k] * full[k];
+      g2 += full[k] * full[k];
+    }
+    double v = (s1[l] - 2 * cross + nbat * g2) / nbat;
+    s1[l] = v > 0 ? v : 0; /* rounding can leave -tiny for a zero variance */
+  }
+  res->local_loss = ls / n_train;
 }
 
 const spry_client_result *spry_client_run(spry_client_runner *r, uint32_t round, int client,
@@ -248,6 +319,8 @@ const spry_client_result *spry_client_run(spry_client_runner *r, uint32_t round,
     r->perm = spry_alloc("client", sizeof(int32_t) * (size_t)n_train);
     r->perm_cap = n_train;
   }
+  res->local_loss = NAN;
+  if (res->local_grad) local_oracle(r, round, client, train_idx, n_train); /* at w_t, before any step */
   spry_client_opt_reset(r->opt);
   res->n_steps = steps;
   res->K = mc->estimator == SPRY_EST_BACKPROP ? 0 : r->Kcap;
@@ -301,4 +374,78 @@ const spry_client_result *spry_client_run(spry_client_runner *r, uint32_t round,
     for (size_t i = 0; i < r->d; i++) res->true_grad[i] /= (float)steps;
   memcpy(res->update, mc->comm == SPRY_COMM_ITERATION ? r->g : w, sizeof(float) * r->d);
   return res;
+}
+
+/* One estimate of the method on batch b at the model's weights into r->g; returns the loss. */
+static float estimate(spry_client_runner *r, const spry_batch *b, spry_tangent_spec spec, const unsigned char *active,
+                      const float *g_prev, float *sc, uint32_t *ki, int *K_used) {
+  const spry_config_method *mc = &r->cfg->method;
+  float loss = 0;
+  *K_used = mc->estimator == SPRY_EST_BACKPROP ? 0 : r->Kcap;
+  switch (mc->estimator) {
+    case SPRY_EST_FORWARD:
+      loss = spry_model_jvp(r->model, b, &spec, sc);
+      spry_forward_gradient(r->model, &spec, sc, r->g);
+      break;
+    case SPRY_EST_ZEROTH:
+      spry_model_zeroth(r->model, b, &spec, (float)mc->zo_eps, sc, &loss);
+      spry_forward_gradient(r->model, &spec, sc, r->g);
+      break;
+    case SPRY_EST_BACKPROP:
+      loss = spry_model_backward(r->model, b, active, r->g);
+      break;
+    case SPRY_EST_FWDLLM:
+      loss = fwdllm_step(r, b, spec, g_prev, sc, ki, K_used);
+      break;
+  }
+  return loss;
+}
+
+void spry_client_personalize(spry_client_runner *r, uint32_t round, int client, const unsigned char *active,
+                             const float *w_global, const int32_t *train_idx, int n_train, int epochs,
+                             const int32_t *test_idx, int n_test, const float *g_prev, int *correct,
+                             double *loss_mean) {
+  const spry_config *cfg = r->cfg;
+  *correct = 0;
+  *loss_mean = NAN;
+  SPRY_CHECK(n_train >= 1, "client %d has no training examples", client);
+  float *w = spry_model_w(r->model);
+  memcpy(w, w_global, sizeof(float) * r->d);
+  int n_ranges = 0;
+  const spry_block *blocks = spry_model_blocks(r->model);
+  for (int b = 0; b < r->n_blocks; b++)
+    if (active[b]) r->ranges[n_ranges++] = (spry_range){blocks[b].offset, blocks[b].size};
+  SPRY_CHECK(n_ranges > 0, "client %d was assigned no block", client);
+  if (n_train > r->perm_cap) {
+    spry_free(&r->perm);
+    r->perm = spry_alloc("client", sizeof(int32_t) * (size_t)n_train);
+    r->perm_cap = n_train;
+  }
+  if (!r->p_scalars) {
+    r->p_scalars = spry_alloc_floats("client", (size_t)r->Kcap);
+    r->p_kidx = spry_alloc("client", sizeof(uint32_t) * (size_t)r->Kcap);
+  }
+  spry_client_opt_reset(r->opt);
+  int per_epoch = (n_train + r->B - 1) / r->B;
+  for (int e = 0, s = 0; e < epochs; e++) {
+    memcpy(r->perm, train_idx, sizeof(int32_t) * (size_t)n_train);
+    spry_rng_stream st = spry_rng_stream_at((spry_rng_key){.seed = cfg->run.seed, .purpose = SPRY_RNG_DATA,
+                                                           .round = round, .client = (uint32_t)client,
+                                                           .step = SPRY_PERSONAL_STEP | (uint32_t)e});
+    spry_stream_shuffle(&st, r->perm, (size_t)n_train);
+    for (int bi = 0; bi < per_epoch; bi++, s++) {
+      int first = bi * r->B, nb = n_train - first < r->B ? n_train - first : r->B;
+      spry_batch b = make_batch(r, r->perm + first, nb);
+      spry_tangent_spec spec =
+          spry_client_tangent_spec(cfg, round, client, SPRY_PERSONAL_STEP | (uint32_t)s, cfg->method.K, active);
+      int K_used;
+      estimate(r, &b, spec, active, g_prev, r->p_scalars, r->p_kidx, &K_used);
+      spry_client_opt_step(r->opt, w, r->g, r->ranges, n_ranges);
+    }
+  }
+  if (n_test > 0) {
+    double ls;
+    spry_client_evaluate(r, test_idx, n_test, &ls, correct);
+    *loss_mean = ls / n_test;
+  }
 }

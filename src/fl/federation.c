@@ -10,20 +10,10 @@
 #include "spry/basemodel.h"
 #include "spry/client.h"
 #include "spry/core.h"
+#include "spry/message.h"
 #include "spry/mpi_util.h"
 #include "spry/optim.h"
-
-/* Upload header: what a real client sends besides its payload. */
-typedef struct {
-  int32_t slot, client, n_steps, K, n_examples, test_correct, test_count, n_protocol;
-  double loss, test_loss;
-  int64_t diag_floats; /* diagnostics after the payload (not counted as wire bytes) */
-} up_header;
-
-/* Download header: what a real server sends to a client besides the weights. */
-typedef struct {
-  uint32_t round, client, seed, n_blocks;
-} down_header;
+#include "spry/oracle.h"
 
 struct spry_fed {
   spry_config cfg;
@@ -49,28 +39,20 @@ struct spry_fed {
   float *aggregate, *delta;
   unsigned char *active;
   int32_t **client_train, **client_test; /* per client: dataset indices */
-  /* messages */
-  char *send;
-  size_t send_cap;
-  char *recv;
-  size_t recv_cap;
-  int *recv_counts, *recv_displs;
+  spry_mailbox *mail;
+  int *recv_counts, *recv_displs; /* held-out evaluation's gather */
   spry_slot_record *slots;
   spry_slot_record *local;
   float *dense_store; /* rank 0 / local: per-slot dense estimates when logged */
   size_t dense_cap;
   double final_acc, final_loss, initial_acc, initial_loss;
+  double final_personal_acc; /* personalised local accuracy of the last evaluated round (NaN: off / not yet) */
   uint64_t metrics_hash; /* FNV-1a over every round's (train loss, eval loss, eval acc) bytes */
   long verified_rebuilds; /* per-iteration estimates rebuilt by the server and found bitwise equal to the client's */
   /* run file and oracle (log.gradients >= dense / oracle) */
-  float *true_store;               /* rank 0: [M*d] slots' true gradients (oracle) */
-  float *local_dense, *local_true; /* [M*d] this rank's slots: dense estimates / true gradients */
-  int32_t *class_offset;           /* oracle: [C+1] class c's train-pool examples are class_examples[offset[c]..) */
-  int32_t *class_examples;         /* oracle: [n_pool] dataset indices grouped by class, ascending within a class */
-  float *class_grads;              /* oracle: [C*d] per-class true gradients (rank 0: all; others: their classes) */
-  float *true_global;              /* oracle, rank 0: [d] g */
-  double *true_global_d;           /* oracle, rank 0: [d] g in double (the statistics use it unrounded) */
-  double *bias_sq, *class_var;     /* oracle, rank 0: [L] */
+  float *local_dense; /* [M*d] this rank's slots' dense estimates */
+  float *w_start;     /* rank 0: [d] w_t, the weights broadcast at the start of the round in progress */
+  spry_oracle *oracle; /* log.gradients = oracle, else NULL */
   char *ckpt_path;                 /* NULL = no checkpoints */
   volatile sig_atomic_t *stop_flag;
 };
@@ -196,27 +178,14 @@ spry_fed *spry_fed_create(const spry_config *cfg, MPI_Comm comm) {
   if (cfg->log.gradients >= SPRY_GRADLOG_DENSE) {
     f->local_dense = spry_alloc_floats("dense log", (size_t)M * f->d);
   }
+  if (f->rank == 0) f->w_start = spry_alloc_floats("federation", f->d);
+  f->mail = spry_mailbox_create(cfg, f->blocks, f->L, f->d, comm);
   if (cfg->log.gradients >= SPRY_GRADLOG_ORACLE) {
-    int C = f->ds->n_class;
-    f->local_true = spry_alloc_floats("oracle", (size_t)M * f->d);
-    f->class_offset = spry_alloc("oracle", sizeof(int32_t) * (size_t)(C + 1));
-    f->class_examples = spry_alloc("oracle", sizeof(int32_t) * (size_t)(f->n_pool > 0 ? f->n_pool : 1));
-    for (int i = 0; i < f->n_pool; i++) f->class_offset[f->ds->labels[f->pool[i]] + 1]++;
-    for (int c = 0; c < C; c++) f->class_offset[c + 1] += f->class_offset[c];
-    int32_t *fill = spry_alloc("oracle", sizeof(int32_t) * (size_t)(C > 0 ? C : 1));
-    memcpy(fill, f->class_offset, sizeof(int32_t) * (size_t)C);
-    for (int i = 0; i < f->n_pool; i++) f->class_examples[fill[f->ds->labels[f->pool[i]]]++] = f->pool[i];
-    spry_free(&fill);
-    f->class_grads = spry_alloc_floats("oracle", (size_t)C * f->d);
-    if (f->rank == 0) {
-      f->true_store = spry_alloc_floats("oracle", (size_t)M * f->d);
-      f->true_global = spry_alloc_floats("oracle", f->d);
-      f->true_global_d = spry_alloc("oracle", sizeof(double) * f->d);
-      f->bias_sq = spry_alloc("oracle", sizeof(double) * (size_t)f->L);
-      f->class_var = spry_alloc("oracle", sizeof(double) * (size_t)f->L);
-    }
+    spry_oracle_setup os = {.cfg = cfg, .runner = f->runner, .ds = f->ds, .pool = f->pool, .n_pool = f->n_pool,
+                            .part = f->part, .blocks = f->blocks, .L = f->L, .d = f->d, .comm = comm};
+    f->oracle = spry_oracle_create(&os);
   }
-  f->final_acc = f->final_loss = f->initial_acc = f->initial_loss = NAN;
+  f->final_acc = f->final_loss = f->initial_acc = f->initial_loss = f->final_personal_acc = NAN;
   f->metrics_hash = spry_fnv1a(NULL, 0, 0);
   return f;
 }
@@ -247,23 +216,15 @@ void spry_fed_free(spry_fed **pf) {
   spry_free(&f->aggregate);
   spry_free(&f->delta);
   spry_free(&f->active);
-  spry_free(&f->send);
-  spry_free(&f->recv);
   spry_free(&f->recv_counts);
   spry_free(&f->recv_displs);
   spry_free(&f->slots);
   spry_free(&f->local);
   spry_free(&f->dense_store);
-  spry_free(&f->true_store);
   spry_free(&f->local_dense);
-  spry_free(&f->local_true);
-  spry_free(&f->class_offset);
-  spry_free(&f->class_examples);
-  spry_free(&f->class_grads);
-  spry_free(&f->true_global);
-  spry_free(&f->true_global_d);
-  spry_free(&f->bias_sq);
-  spry_free(&f->class_var);
+  spry_mailbox_free(&f->mail);
+  spry_free(&f->w_start);
+  spry_oracle_free(&f->oracle);
   spry_free(&f->ckpt_path);
   spry_free(pf);
 }
@@ -277,141 +238,17 @@ int spry_fed_rank(const spry_fed *f) { return f->rank; }
 int spry_fed_size(const spry_fed *f) { return f->size; }
 double spry_fed_final_accuracy(const spry_fed *f) { return f->final_acc; }
 double spry_fed_final_loss(const spry_fed *f) { return f->final_loss; }
+double spry_fed_final_personal_accuracy(const spry_fed *f) { return f->final_personal_acc; }
 double spry_fed_initial_accuracy(const spry_fed *f) { return f->initial_acc; }
 double spry_fed_initial_loss(const spry_fed *f) { return f->initial_loss; }
 uint64_t spry_fed_metrics_hash(const spry_fed *f) { return f->metrics_hash; }
 long spry_fed_verified_rebuilds(const spry_fed *f) { return f->verified_rebuilds; }
-
-/* ---- messages ----------------------------------------------------------------------------------------- */
-
-static void *grow(void *p, size_t *cap, size_t need, const char *label) {
-  if (need <= *cap) return p;
-  size_t n = need + need / 2 + 256;
-  void *q = spry_alloc(label, n);
-  if (p) {
-    memcpy(q, p, *cap);
-    spry_free(&p);
-  }
-  *cap = n;
-  return q;
-}
 
 static void plan_active(const spry_plan *plan, int slot, unsigned char *active) {
   for (int l = 0; l < plan->n_blocks; l++) active[l] = spry_plan_trains(plan, slot, l);
 }
 
 static int dense_logging(const spry_config *cfg) { return cfg->log.gradients >= SPRY_GRADLOG_DENSE; }
-static int oracle_logging(const spry_config *cfg) { return cfg->log.gradients >= SPRY_GRADLOG_ORACLE; }
-
-/* Protocol payload floats of a result (what is counted as sent). */
-static int protocol_floats(const spry_config *cfg, const spry_client_result *res, size_t packed_len) {
-  if (cfg->method.comm == SPRY_COMM_EPOCH || cfg->method.estimator == SPRY_EST_BACKPROP) return (int)packed_len;
-  if (cfg->method.estimator == SPRY_EST_FWDLLM) return 2 * res->step_K[0]; /* indices + scalars */
-  return res->K;
-}
-
-/* Append the upload message of one slot to the send buffer. Layout: header, protocol payload, diagnostics
- * (scalars of every step, k indices, steps' K, sample indices, dense estimate). All 4-byte items. */
-static void pack_result(spry_fed *f, size_t *len, int slot, const spry_client_result *res) {
-  const spry_config *cfg = &f->cfg;
-  size_t plen = spry_slot_payload_len(f->plan, f->blocks, slot);
-  up_header h = {.slot = slot, .client = res->client, .n_steps = res->n_steps, .K = res->K,
-                 .n_examples = res->n_examples, .test_correct = res->test_correct, .test_count = res->test_count,
-                 .loss = res->loss, .test_loss = res->test_loss};
-  h.n_protocol = protocol_floats(cfg, res, plen);
-  size_t n_sc = (size_t)res->n_steps * res->K;
-  int64_t diag = (int64_t)(2 * n_sc + (size_t)res->n_steps);
-  if (cfg->log.sample_indices) diag += (int64_t)res->n_steps * f->B;
-  if (dense_logging(cfg)) diag += (int64_t)plen;
-  if (oracle_logging(cfg)) diag += (int64_t)f->d;
-  h.diag_floats = diag;
-  size_t bytes = sizeof h + 4 * ((size_t)h.n_protocol + (size_t)diag);
-  f->send = grow(f->send, &f->send_cap, *len + bytes, "messages");
-  char *p = f->send + *len;
-  memcpy(p, &h, sizeof h);
-  p += sizeof h;
-  /* protocol payload */
-  if (cfg->method.comm == SPRY_COMM_EPOCH || cfg->method.estimator == SPRY_EST_BACKPROP) {
-    spry_pack_slot(f->plan, f->blocks, slot, res->update, (float *)p);
-  } else if (cfg->method.estimator == SPRY_EST_FWDLLM) {
-    memcpy(p, res->k_index, 4 * (size_t)res->step_K[0]);
-    memcpy(p + 4 * (size_t)res->step_K[0], res->scalars, 4 * (size_t)res->step_K[0]);
-  } else {
-    memcpy(p, res->scalars, 4 * (size_t)res->K);
-  }
-  p += 4 * (size_t)h.n_protocol;
-  /* diagnostics */
-  memcpy(p, res->scalars, 4 * n_sc), p += 4 * n_sc;
-  memcpy(p, res->k_index, 4 * n_sc), p += 4 * n_sc;
-  for (int s = 0; s < res->n_steps; s++, p += 4) memcpy(p, &res->step_K[s], 4);
-  if (cfg->log.sample_indices) {
-    memcpy(p, res->sample_idx, 4 * (size_t)res->n_steps * f->B);
-    p += 4 * (size_t)res->n_steps * f->B;
-  }
-  if (dense_logging(cfg)) {
-    /* the client's own estimate (iteration) or update w_m - w_t (epoch), on its blocks */
-    if (cfg->method.comm == SPRY_COMM_EPOCH) {
-      for (size_t i = 0; i < f->d; i++) f->full[i] = res->update[i] - f->w[i];
-      spry_pack_slot(f->plan, f->blocks, slot, f->full, (float *)p);
-    } else {
-      spry_pack_slot(f->plan, f->blocks, slot, res->update, (float *)p);
-    }
-    p += 4 * plen;
-  }
-  if (oracle_logging(cfg)) {
-    memcpy(p, res->true_grad, 4 * f->d);
-    p += 4 * f->d;
-  }
-  *len += bytes;
-}
-
-static uint64_t down_bytes(const spry_fed *f, int slot) {
-  return sizeof(down_header) + 4u * (uint64_t)spry_plan_slot_nblocks(f->plan, slot) + 4u * (uint64_t)f->d +
-         (f->g_prev ? 4u * (uint64_t)f->d : 0);
-}
-
-/* Parse one message into a slot record; returns a pointer past it. dense (d) receives the dense estimate when
- * logged (unpacked to full length), true_grad (d) the oracle's true gradient. */
-static const char *parse_result(spry_fed *f, const char *p, spry_slot_record *rec, const float **protocol,
-                                float *dense, float *true_grad) {
-  up_header h;
-  memcpy(&h, p, sizeof h);
-  p += sizeof h;
-  *rec = (spry_slot_record){.slot = h.slot, .client = h.client, .n_steps = h.n_steps, .K = h.K,
-                            .n_examples = h.n_examples, .loss = h.loss, .test_correct = h.test_correct,
-                            .test_count = h.test_count, .test_loss = h.test_loss};
-  rec->rank = f->plan->slot_rank[h.slot];
-  rec->bytes_up = sizeof h + 4u * (uint64_t)h.n_protocol;
-  rec->bytes_down = down_bytes(f, h.slot);
-  *protocol = (const float *)p;
-  p += 4 * (size_t)h.n_protocol;
-  size_t n_sc = (size_t)h.n_steps * h.K;
-  rec->scalars = n_sc ? (const float *)p : NULL;
-  p += 4 * n_sc;
-  rec->k_index = f->cfg.method.estimator == SPRY_EST_FWDLLM ? (const uint32_t *)p : NULL;
-  p += 4 * n_sc;
-  rec->step_K = (const int32_t *)p;
-  p += 4 * (size_t)h.n_steps;
-  rec->sample_idx = NULL;
-  if (f->cfg.log.sample_indices) {
-    rec->sample_idx = (const int32_t *)p;
-    p += 4 * (size_t)h.n_steps * f->B;
-  }
-  rec->estimate = NULL;
-  if (dense_logging(&f->cfg)) {
-    memset(dense, 0, sizeof(float) * f->d);
-    spry_unpack_slot(f->plan, f->blocks, h.slot, (const float *)p, dense);
-    rec->estimate = dense;
-    p += 4 * spry_slot_payload_len(f->plan, f->blocks, h.slot);
-  }
-  rec->true_grad = NULL;
-  if (oracle_logging(&f->cfg)) {
-    memcpy(true_grad, p, 4 * f->d);
-    rec->true_grad = true_grad;
-    p += 4 * f->d;
-  }
-  return p;
-}
 
 /* ---- the server's side of a round --------------------------------------------------------------------- */
 
@@ -444,7 +281,7 @@ static int all_finite(const float *x, size_t n) {
 static int server_update(spry_fed *f, double *train_loss) {
   const spry_config *cfg = &f->cfg;
   int M = f->plan->n_slots;
-  const char *p = f->recv;
+  const char *p = spry_mailbox_received(f->mail);
   spry_aggregator_begin(f->agg, f->plan);
   double wl = 0, ws = 0;
   int mismatches = 0, status = SPRY_RUN_OK;
@@ -457,8 +294,9 @@ static int server_update(spry_fed *f, double *train_loss) {
   for (int j = 0; j < M; j++) {
     const float *protocol;
     spry_slot_record *rec = &f->slots[j];
-    p = parse_result(f, p, rec, &protocol, f->dense_store ? f->dense_store + (size_t)j * f->d : NULL,
-                     f->true_store ? f->true_store + (size_t)j * f->d : NULL);
+    spry_message_store st =
+        spry_oracle_store(f->oracle, 1, j, f->dense_store ? f->dense_store + (size_t)j * f->d : NULL);
+    p = spry_message_parse(f->mail, f->plan, p, rec, &protocol, &st);
     SPRY_CHECK(rec->slot == j, "internal: message %d carries slot %d (results must arrive in slot order)", j,
                rec->slot);
     if (!isfinite(rec->loss)) {
@@ -544,104 +382,6 @@ static int is_eval_round(const spry_config *cfg, uint32_t t) {
   return cfg->run.eval_every > 0 && (t + 1) % (uint32_t)cfg->run.eval_every == 0;
 }
 
-/* ---- the oracle (log.gradients = oracle): true gradients that never feed back into training ---------------- */
-
-/* Per-class true gradients at w_t: class c is computed by one rank (contiguous class ranges, so the result does
- * not depend on the rank count) over all its train-pool examples, then gathered to rank 0 in class order. */
-static void class_gradients(spry_fed *f) {
-  int C = f->ds->n_class, first, count;
-  spry_rank_slots(C, f->size, f->rank, &first, &count);
-  for (int c = first; c < first + count; c++)
-    spry_client_true_gradient(f->runner, f->w, f->class_examples + f->class_offset[c],
-                              f->class_offset[c + 1] - f->class_offset[c], f->class_grads + (size_t)c * f->d);
-  SPRY_CHECK((size_t)C * f->d < (size_t)INT32_MAX, "oracle: %d classes x d = %zu floats exceed one MPI message", C,
-             f->d);
-  for (int r = 0; r < f->size; r++) {
-    int fr, cr;
-    spry_rank_slots(C, f->size, r, &fr, &cr);
-    f->recv_counts[r] = cr * (int)f->d;
-    f->recv_displs[r] = fr * (int)f->d;
-  }
-  float *mine = f->class_grads + (size_t)first * f->d;
-  SPRY_CHECK_MPI(MPI_Gatherv(f->rank == 0 ? MPI_IN_PLACE : mine, count * (int)f->d, MPI_FLOAT, f->class_grads,
-                             f->recv_counts, f->recv_displs, MPI_FLOAT, 0, f->comm));
-}
-
-/* Rank 0, after server_update: g, the bias per block, Z^2, ||g_hat - g||^2, cos(g_hat, g), V_l (federation.h). */
-static void oracle_statistics(spry_fed *f, spry_round_record *rec) {
-  const spry_config *cfg = &f->cfg;
-  const spry_plan *plan = f->plan;
-  int M = plan->n_slots, C = f->ds->n_class;
-  size_t d = f->d;
-  double *wt = spry_alloc("oracle", sizeof(double) * (size_t)M), wsum = 0;
-  for (int j = 0; j < M; j++) {
-    wt[j] = cfg->fl.weighting == SPRY_WEIGHT_UNIFORM ? 1.0 : (double)f->slots[j].n_examples;
-    wsum += wt[j];
-  }
-  double *g = f->true_global_d;
-  memset(g, 0, sizeof(double) * d);
-  for (int j = 0; j < M; j++) {
-    const float *gj = f->true_store + (size_t)j * d;
-    double pj = wt[j] / wsum;
-    for (size_t i = 0; i < d; i++) g[i] += pj * gj[i];
-  }
-  for (size_t i = 0; i < d; i++) f->true_global[i] = (float)g[i];
-  double z2 = 0;
-  for (int l = 0; l < f->L; l++) {
-    size_t o = f->blocks[l].first, n = f->blocks[l].len;
-    int s0 = plan->block_slot_offset[l], s1 = plan->block_slot_offset[l + 1];
-    double qsum = 0;
-    for (int k = s0; k < s1; k++) qsum += wt[plan->block_slots[k]];
-    double b2 = 0;
-    for (size_t i = o; i < o + n; i++) {
-      double mean = 0;
-      for (int k = s0; k < s1; k++) {
-        int j = plan->block_slots[k];
-        double gji = f->true_store[(size_t)j * d + i];
-        mean += wt[j] / qsum * gji;
-        z2 += wt[j] / qsum * (gji - g[i]) * (gji - g[i]);
-      }
-      b2 += (mean - g[i]) * (mean - g[i]);
-    }
-    f->bias_sq[l] = b2;
-    /* V_l over the classes that have examples */
-    double n2 = 0, m2 = 0;
-    int Ce = 0;
-    for (int c = 0; c < C; c++) Ce += f->class_offset[c + 1] > f->class_offset[c];
-    for (size_t i = o; i < o + n; i++) {
-      double mean = 0;
-      for (int c = 0; c < C; c++) {
-        if (f->class_offset[c + 1] == f->class_offset[c]) continue;
-        double x = f->class_grads[(size_t)c * d + i];
-        n2 += x * x;
-        mean += x;
-      }
-      mean /= Ce > 0 ? Ce : 1;
-      m2 += mean * mean;
-    }
-    f->class_var[l] = Ce > 0 ? n2 / Ce - m2 : NAN;
-  }
-  rec->z2 = z2;
-  rec->sq_error = rec->cosine = NAN;
-  if (cfg->method.comm == SPRY_COMM_ITERATION) {
-    double e2 = 0, dot = 0, a2 = 0, g2 = 0;
-    for (size_t i = 0; i < d; i++) {
-      double a = f->aggregate[i];
-      e2 += (a - g[i]) * (a - g[i]);
-      dot += a * g[i];
-      a2 += a * a;
-      g2 += g[i] * g[i];
-    }
-    rec->sq_error = e2;
-    rec->cosine = a2 > 0 && g2 > 0 ? dot / sqrt(a2 * g2) : NAN;
-  }
-  rec->true_gradient = f->true_global;
-  rec->class_gradients = f->class_grads;
-  rec->bias_sq = f->bias_sq;
-  rec->class_variance = f->class_var;
-  spry_free(&wt);
-}
-
 /* ---- checkpoints and stopping ------------------------------------------------------------------------- */
 
 void spry_fed_set_checkpoint(spry_fed *f, const char *path) {
@@ -673,6 +413,10 @@ void spry_fed_checkpoint_view(spry_fed *f, uint32_t rounds_done, spry_checkpoint
   c->initial_acc = f->initial_acc;
   c->initial_loss = f->initial_loss;
   c->verified_rebuilds = f->verified_rebuilds;
+  const float *wp = NULL, *gp = NULL;
+  spry_oracle_secant_state(f->oracle, &wp, &gp);
+  c->oracle_w_prev = (float *)wp;
+  c->oracle_pool_grad_prev = (float *)gp;
   c->status = SPRY_RUN_OK;
 }
 
@@ -706,6 +450,7 @@ int spry_fed_restore(spry_fed *f, const spry_checkpoint *c, char *err, size_t er
   f->initial_acc = c->initial_acc;
   f->initial_loss = c->initial_loss;
   f->verified_rebuilds = c->verified_rebuilds;
+  spry_oracle_restore_secant(f->oracle, c->oracle_w_prev, c->oracle_pool_grad_prev);
   return 0;
 }
 
@@ -721,6 +466,117 @@ static void write_checkpoint(spry_fed *f, uint32_t rounds_done, int status) {
     if (rc != 0) spry_fatal("%s", err);
   }
   SPRY_CHECK_MPI(MPI_Barrier(f->comm));
+}
+
+/* Run this rank's slots of round t, one client after another on one runner, and pack their uploads; the
+ * allocator's peak over the ranks goes to rec (rank 0). */
+static void run_clients(spry_fed *f, uint32_t t, int eval, spry_round_record *rec) {
+  int first, count;
+  spry_rank_slots(f->plan->n_slots, f->size, f->rank, &first, &count);
+  rec->first_local = first;
+  rec->n_local = count;
+  spry_mem_reset_peak();
+  spry_mailbox_clear(f->mail);
+  for (int j = first; j < first + count; j++) {
+    int client = f->plan->client[j];
+    plan_active(f->plan, j, f->active);
+    const spry_client_result *res = spry_client_run(
+        f->runner, t, client, f->active, f->w, f->client_train[client], spry_partition_n_train(f->part, client),
+        eval ? f->client_test[client] : NULL, eval ? spry_partition_n_test(f->part, client) : 0, f->g_prev);
+    spry_mailbox_pack(f->mail, f->plan, j, res, f->w);
+  }
+  uint64_t peak = spry_mem_peak(), peak_max = 0;
+  SPRY_CHECK_MPI(MPI_Reduce(&peak, &peak_max, 1, MPI_UINT64_T, MPI_MAX, 0, f->comm));
+  rec->peak_bytes = peak_max;
+}
+
+/* eval.personalize_epochs = F > 0 on an eval round: each rank personalises w_{t+1} for its own slots (F local
+ * epochs of the method's client training on the slot's blocks of the round, then its local test split); rank 0
+ * gathers the counts in slot order and sums them in slot order (the same bits at any rank count). */
+static void personalize(spry_fed *f, spry_round_record *rec) {
+  const spry_config *cfg = &f->cfg;
+  if (f->g_prev) SPRY_CHECK_MPI(MPI_Bcast(f->g_prev, (int)f->d, MPI_FLOAT, 0, f->comm)); /* the latest estimate */
+  int M = rec->n_slots, first = rec->first_local, count = rec->n_local;
+  double *mine = spry_alloc("federation", sizeof(double) * 3 * (size_t)(count > 0 ? count : 1));
+  for (int j = 0; j < count; j++) {
+    spry_slot_record *r = &f->local[j];
+    plan_active(f->plan, first + j, f->active);
+    int correct;
+    double loss;
+    int nte = spry_partition_n_test(f->part, r->client);
+    spry_client_personalize(f->runner, f->plan->round, r->client, f->active, f->w, f->client_train[r->client],
+                            spry_partition_n_train(f->part, r->client), cfg->eval.personalize_epochs,
+                            f->client_test[r->client], nte, f->g_prev, &correct, &loss);
+    r->personal_correct = correct;
+    r->personal_count = nte;
+    r->personal_loss = loss;
+    mine[3 * j] = correct, mine[3 * j + 1] = nte, mine[3 * j + 2] = loss;
+  }
+  double *all = f->rank == 0 ? spry_alloc("federation", sizeof(double) * 3 * (size_t)M) : NULL;
+  for (int r = 0; r < f->size; r++) {
+    int fr, cr;
+    spry_rank_slots(M, f->size, r, &fr, &cr);
+    f->recv_counts[r] = 3 * cr;
+    f->recv_displs[r] = 3 * fr;
+  }
+  SPRY_CHECK_MPI(MPI_Gatherv(mine, 3 * count, MPI_DOUBLE, all, f->recv_counts, f->recv_displs, MPI_DOUBLE, 0,
+                             f->comm));
+  if (f->rank == 0) {
+    double c = 0, n = 0, ls = 0;
+    for (int j = 0; j < M; j++) {
+      f->slots[j].personal_correct = (int)all[3 * j];
+      f->slots[j].personal_count = (int)all[3 * j + 1];
+      f->slots[j].personal_loss = all[3 * j + 2];
+      c += all[3 * j];
+      n += all[3 * j + 1];
+      if (all[3 * j + 1] > 0) ls += all[3 * j + 2] * all[3 * j + 1];
+    }
+    rec->personal_acc = n > 0 ? c / n : NAN;
+    rec->personal_loss = n > 0 ? ls / n : NAN;
+  }
+  spry_free(&all);
+  spry_free(&mine);
+}
+
+/* After the server step: the held-out evaluation (eval rounds), every rank's records of its own slots (parsed from
+ * its own uploads, so a writer can use them collectively), and on rank 0 the round's sums and oracle statistics. */
+static void record(spry_fed *f, int eval, int status, spry_round_record *rec) {
+  int M = rec->n_slots;
+  if (status == SPRY_RUN_OK && eval) {
+    SPRY_CHECK_MPI(MPI_Bcast(f->w, (int)f->d, MPI_FLOAT, 0, f->comm));
+    evaluate_global(f, &rec->eval_loss, &rec->eval_acc);
+    rec->evaluated = 1;
+  }
+  const char *p = spry_mailbox_sent(f->mail);
+  for (int j = 0; j < rec->n_local; j++) {
+    const float *protocol;
+    spry_message_store st =
+        spry_oracle_store(f->oracle, 0, j, f->local_dense ? f->local_dense + (size_t)j * f->d : NULL);
+    p = spry_message_parse(f->mail, f->plan, p, &f->local[j], &protocol, &st);
+  }
+  if (f->oracle && status == SPRY_RUN_OK) spry_oracle_residuals(f->oracle, f->local, rec->n_local);
+  for (int j = 0; j < rec->n_local; j++) f->local[j].personal_loss = NAN;
+  if (status == SPRY_RUN_OK && eval && f->cfg.eval.personalize_epochs > 0) personalize(f, rec);
+  rec->local = f->local;
+  if (f->rank != 0) return;
+  int tc = 0, tn = 0;
+  for (int j = 0; j < M; j++) {
+    rec->bytes_up += f->slots[j].bytes_up;
+    rec->bytes_down += f->slots[j].bytes_down;
+    tc += f->slots[j].test_correct;
+    tn += f->slots[j].test_count;
+  }
+  if (eval && tn > 0) rec->local_acc = (double)tc / tn;
+  rec->slots = f->slots;
+  rec->w = f->w;
+  rec->aggregate = f->aggregate;
+  rec->w_start = f->w_start;
+  if (f->oracle && status == SPRY_RUN_OK)
+    spry_oracle_statistics(f->oracle, f->plan, f->slots, f->aggregate, f->w_start, rec);
+  if (rec->evaluated) f->final_acc = rec->eval_acc, f->final_loss = rec->eval_loss;
+  if (rec->evaluated) f->final_personal_acc = rec->personal_acc;
+  double m3[3] = {rec->train_loss, rec->eval_loss, rec->eval_acc};
+  f->metrics_hash = spry_fnv1a(m3, sizeof m3, f->metrics_hash);
 }
 
 int spry_fed_run(spry_fed *f, uint32_t first_round, const spry_fed_observer *obs) {
@@ -740,6 +596,10 @@ int spry_fed_run(spry_fed *f, uint32_t first_round, const spry_fed_observer *obs
       }
     }
   }
+  double init[2] = {f->initial_loss, f->initial_acc}; /* every rank knows w_0's metrics (the run file keeps them) */
+  SPRY_CHECK_MPI(MPI_Bcast(init, 2, MPI_DOUBLE, 0, f->comm));
+  f->initial_loss = init[0];
+  f->initial_acc = init[1];
   double t_start = spry_now();
   for (uint32_t t = first_round; t < (uint32_t)cfg->run.rounds; t++) {
     double t0 = spry_now();
@@ -747,87 +607,32 @@ int spry_fed_run(spry_fed *f, uint32_t first_round, const spry_fed_observer *obs
     if (f->g_prev) SPRY_CHECK_MPI(MPI_Bcast(f->g_prev, (int)f->d, MPI_FLOAT, 0, f->comm));
     spry_plan_build(f->plan, t);
     int eval = is_eval_round(cfg, t);
+    if (f->rank == 0) memcpy(f->w_start, f->w, sizeof(float) * f->d);
+    spry_round_record rec = {.round = t, .plan = f->plan, .n_slots = M};
+    rec.train_loss = rec.eval_loss = rec.eval_acc = rec.local_acc = NAN;
+    rec.sq_error = rec.cosine = rec.z2 = rec.batch_z2 = NAN;
+    rec.objective = rec.grad_sq = rec.pool_objective = rec.pool_grad_sq = rec.secant = NAN;
+    rec.personal_acc = rec.personal_loss = NAN;
+    rec.initial_eval_loss = f->initial_loss;
+    rec.initial_eval_acc = f->initial_acc;
 
-    /* this rank's clients, one after another on one runner */
-    int first, count;
-    spry_rank_slots(M, f->size, f->rank, &first, &count);
-    spry_mem_reset_peak();
-    size_t len = 0;
-    for (int j = first; j < first + count; j++) {
-      int client = f->plan->client[j];
-      plan_active(f->plan, j, f->active);
-      const spry_client_result *res = spry_client_run(
-          f->runner, t, client, f->active, f->w, f->client_train[client], spry_partition_n_train(f->part, client),
-          eval ? f->client_test[client] : NULL, eval ? spry_partition_n_test(f->part, client) : 0, f->g_prev);
-      pack_result(f, &len, j, res);
-    }
-    uint64_t peak = spry_mem_peak(), peak_max = 0;
-    SPRY_CHECK_MPI(MPI_Reduce(&peak, &peak_max, 1, MPI_UINT64_T, MPI_MAX, 0, f->comm));
-    if (oracle_logging(cfg)) class_gradients(f); /* at w_t, after the clients' peak was taken */
-
-    /* results to rank 0 in slot order */
-    SPRY_CHECK(len < (size_t)INT32_MAX, "rank %d's results for round %u are %zu bytes (over 2 GiB per rank)", f->rank,
-               t, len);
-    int mylen = (int)len;
-    SPRY_CHECK_MPI(MPI_Gather(&mylen, 1, MPI_INT, f->recv_counts, 1, MPI_INT, 0, f->comm));
-    size_t total = 0;
-    if (f->rank == 0)
-      for (int r = 0; r < f->size; r++) {
-        f->recv_displs[r] = (int)total;
-        total += (size_t)f->recv_counts[r];
-      }
-    if (f->rank == 0) f->recv = grow(f->recv, &f->recv_cap, total + 1, "messages");
-    SPRY_CHECK_MPI(MPI_Gatherv(f->send, mylen, MPI_BYTE, f->recv, f->recv_counts, f->recv_displs, MPI_BYTE, 0,
-                               f->comm));
-
-    double train_loss = NAN;
-    if (f->rank == 0) status = server_update(f, &train_loss);
+    run_clients(f, t, eval, &rec);                  /* this rank's clients -> their uploads */
+    if (f->oracle) spry_oracle_classes(f->oracle, f->w); /* at w_t, after the clients' peak was taken */
+    spry_mailbox_gather(f->mail, t);                /* uploads to rank 0 in slot order */
+    if (f->rank == 0) status = server_update(f, &rec.train_loss);
     SPRY_CHECK_MPI(MPI_Bcast(&status, 1, MPI_INT, 0, f->comm));
+    record(f, eval, status, &rec);                   /* evaluation, local records, oracle statistics */
 
-    spry_round_record rec = {.round = t, .train_loss = train_loss, .plan = f->plan, .n_slots = M,
-                             .first_local = first, .n_local = count, .peak_bytes = peak_max};
-    rec.eval_loss = rec.eval_acc = rec.local_acc = NAN;
-    rec.sq_error = rec.cosine = rec.z2 = NAN;
-    if (status == SPRY_RUN_OK && eval) {
-      SPRY_CHECK_MPI(MPI_Bcast(f->w, (int)f->d, MPI_FLOAT, 0, f->comm));
-      evaluate_global(f, &rec.eval_loss, &rec.eval_acc);
-      rec.evaluated = 1;
-    }
-    /* local records: every rank parses its own messages (so a writer can use them collectively) */
-    {
-      const char *p = f->send;
-      for (int j = 0; j < count; j++) {
-        const float *protocol;
-        p = parse_result(f, p, &f->local[j], &protocol, f->local_dense ? f->local_dense + (size_t)j * f->d : NULL,
-                         f->local_true ? f->local_true + (size_t)j * f->d : NULL);
-      }
-    }
-    rec.local = f->local;
-    if (f->rank == 0) {
-      int tc = 0, tn = 0;
-      for (int j = 0; j < M; j++) {
-        rec.bytes_up += f->slots[j].bytes_up;
-        rec.bytes_down += f->slots[j].bytes_down;
-        tc += f->slots[j].test_correct;
-        tn += f->slots[j].test_count;
-      }
-      if (eval && tn > 0) rec.local_acc = (double)tc / tn;
-      rec.slots = f->slots;
-      rec.w = f->w;
-      rec.aggregate = f->aggregate;
-      if (oracle_logging(cfg) && status == SPRY_RUN_OK) oracle_statistics(f, &rec);
-      if (rec.evaluated) f->final_acc = rec.eval_acc, f->final_loss = rec.eval_loss;
-      double m3[3] = {rec.train_loss, rec.eval_loss, rec.eval_acc};
-      f->metrics_hash = spry_fnv1a(m3, sizeof m3, f->metrics_hash);
-    }
     rec.seconds = spry_now() - t0;
     if (obs && obs->round) obs->round(obs->ctx, f, &rec);
     if (f->rank == 0 && !cfg->run.quiet) {
       double elapsed = spry_now() - t_start;
       int done = (int)(t - first_round + 1), left = cfg->run.rounds - (int)t - 1;
-      printf("round %4u/%d  train loss %.4f", t + 1, cfg->run.rounds, train_loss);
+      printf("round %4u/%d  train loss %.4f", t + 1, cfg->run.rounds, rec.train_loss);
       if (rec.evaluated) printf("  eval loss %.4f acc %.2f%%", rec.eval_loss, 100 * rec.eval_acc);
       if (rec.evaluated && !isnan(rec.local_acc)) printf("  clients' local acc %.2f%%", 100 * rec.local_acc);
+      if (rec.evaluated && !isnan(rec.personal_acc))
+        printf("  personalised (%d epochs) local acc %.2f%%", cfg->eval.personalize_epochs, 100 * rec.personal_acc);
       printf("  %.2f s/round  ETA %.0f s\n", rec.seconds, elapsed / done * left);
       fflush(stdout);
     }

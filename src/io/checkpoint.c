@@ -111,6 +111,8 @@ int spry_checkpoint_write(const char *path, const spry_checkpoint *c, char *err,
   put_floats(&w, "server_m", c->server_m, c->d);
   put_floats(&w, "server_v", c->server_v, c->d);
   put_floats(&w, "g_prev", c->g_prev, c->d);
+  put_floats(&w, "oracle_w_prev", c->oracle_w_prev, c->d);
+  put_floats(&w, "oracle_pool_grad_prev", c->oracle_pool_grad_prev, c->d);
   if (H5Fclose(w.file) < 0) wfail(&w, "closing the file");
   if (!w.failed && fsync_path(tmp, 0) != 0) wfail(&w, strerror(errno));
   if (!w.failed && rename(tmp, path) != 0) {
@@ -180,6 +182,8 @@ void spry_checkpoint_release(spry_checkpoint *c) {
   spry_free(&c->server_m);
   spry_free(&c->server_v);
   spry_free(&c->g_prev);
+  spry_free(&c->oracle_w_prev);
+  spry_free(&c->oracle_pool_grad_prev);
 }
 
 int spry_checkpoint_read(const char *path, spry_checkpoint *c, char *err, size_t errlen) {
@@ -237,6 +241,8 @@ int spry_checkpoint_read(const char *path, spry_checkpoint *c, char *err, size_t
   if ((g = get_floats(f, path, "server_m", c->d, &c->server_m, err, errlen)) < 0) goto done;
   if ((g = get_floats(f, path, "server_v", c->d, &c->server_v, err, errlen)) < 0) goto done;
   if ((g = get_floats(f, path, "g_prev", c->d, &c->g_prev, err, errlen)) < 0) goto done;
+  if ((g = get_floats(f, path, "oracle_w_prev", c->d, &c->oracle_w_prev, err, errlen)) < 0) goto done;
+  if ((g = get_floats(f, path, "oracle_pool_grad_prev", c->d, &c->oracle_pool_grad_prev, err, errlen)) < 0) goto done;
   if (!c->server_m != !c->server_v) {
     snprintf(err, errlen, "%s: corrupt checkpoint: server_m and server_v must both be present or both absent", path);
     goto done;

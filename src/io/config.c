@@ -148,7 +148,8 @@ static int check_targets(char *value, char *why, size_t whylen) {
 
 enum { P = SPRY_CK_PRESET, NOHASH = SPRY_CK_NOHASH, GT = SPRY_CK_MIN_EXCL, LT = SPRY_CK_MAX_EXCL };
 
-static const char *const SECTIONS[] = {"run", "model", "lora", "data", "fl", "method", "log", "pretrain", NULL};
+static const char *const SECTIONS[] = {"run", "model", "lora", "data", "fl", "method", "eval", "log", "pretrain",
+                                       NULL};
 
 static const spry_config_key KEYS[] = {
     /* [run] */
@@ -265,12 +266,21 @@ static const spry_config_key KEYS[] = {
             "the previous round's global gradient (1 = no selection)."),
     KEY_INT("method", "fwdllm_max_K", method.fwdllm_max_K, "50", 1, 65536, 0,
             "FwdLLM: most perturbations per client step."),
+    /* [eval] */
+    KEY_INT("eval", "personalize_epochs", eval.personalize_epochs, "0", 0, 100000, 0,
+            "On evaluation rounds, each participant personalises the new global model w_{t+1} by this many local "
+            "epochs of the method's own client training (its estimator, optimizer and blocks of the round) and "
+            "reports its local test accuracy/loss as personal_acc/personal_loss, never mixed with eval_acc (the "
+            "seed paper's Spry accuracy uses 5). 0 = off."),
     /* [log] */
     KEY_ENUM("log", "gradients", log.gradients, "scalars", GRADLOG_NAMES, 0,
              "Gradient data in the run file: none; scalars = jvp scalars or loss differences with seeds; "
              "dense = + each client's estimate and the aggregate; oracle = + true gradients (extra backprop)."),
     KEY_BOOL("log", "sample_indices", log.sample_indices, "false", 0,
              "Record the example indices of every client batch."),
+    KEY_INT("log", "weights_every", log.weights_every, "0", 0, BIG, 0,
+            "Record the global weights w_t at the start of rounds 0, n, 2n, ... and after the last round in "
+            "/weights (0 = off)."),
     /* [pretrain]: `spry pretrain` only. Not in the run hash: they do not change a federated run; pretraining
      * records the keys that define its result in its checkpoints and checks them on resume. */
     {"pretrain", "corpus", SPRY_CT_STRING, OFF(pretrain.corpus), "data/build/gpt2-bpe-m8000/pretrain.h5", 0, 0, NULL,

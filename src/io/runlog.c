@@ -28,8 +28,10 @@ enum {
   S_BLOCK_COUNT,
   S_AGGREGATE,
   S_TRUE_GLOBAL,
+  S_BATCH_GLOBAL,
   S_CLASS_GRADS,
   S_BIAS_SQ,
+  S_BATCH_BIAS_SQ,
   S_CLASS_VAR,
   S_INFO,
   S_RANK,
@@ -39,7 +41,10 @@ enum {
   S_K_INDEX,
   S_SAMPLES,
   S_ESTIMATE,
-  S_TRUE_GRAD,
+  S_BATCH_GRAD,
+  S_LOCAL_GRAD,
+  S_MB_VAR,
+  S_RESIDUAL,
   N_SERIES
 };
 
@@ -61,11 +66,13 @@ typedef struct {
  * only without datatype conversion), so they are laid out without padding bytes. */
 typedef struct {
   double train_loss, eval_loss, eval_acc, local_acc;
-  double sq_error, cosine, z2;
+  double sq_error, cosine, z2, batch_z2;
+  double objective, grad_sq, pool_objective, pool_grad_sq, secant;
+  double personal_acc, personal_loss;
   uint64_t bytes_up, bytes_down;
   int64_t evaluated;
 } metrics_row;
-_Static_assert(sizeof(metrics_row) == 80, "metrics_row must have no padding");
+_Static_assert(sizeof(metrics_row) == 144, "metrics_row must have no padding");
 
 typedef struct {
   double seconds;
@@ -74,11 +81,11 @@ typedef struct {
 _Static_assert(sizeof(resources_row) == 16, "resources_row must have no padding");
 
 typedef struct {
-  int32_t slot, client, n_blocks, n_steps, K, n_examples, test_correct, test_count;
-  double weight, loss, test_loss;
+  int32_t slot, client, n_blocks, n_steps, K, n_examples, test_correct, test_count, personal_correct, personal_count;
+  double weight, loss, test_loss, personal_loss;
   uint64_t bytes_up, bytes_down;
 } slot_row;
-_Static_assert(sizeof(slot_row) == 72, "slot_row must have no padding");
+_Static_assert(sizeof(slot_row) == 88, "slot_row must have no padding");
 
 struct spry_runlog {
   spry_config cfg;
@@ -88,6 +95,8 @@ struct spry_runlog {
   hid_t file, dxpl;
   hid_t done_attr; /* the root attribute rounds_done, kept open */
   series s[N_SERIES];
+  series wts, wts_round; /* log.weights_every > 0: /weights/w [Rw, d], /weights/round [Rw] (rows: wrows) */
+  uint32_t wrows;
   int M, L, C, N, S, K, B;
   size_t d;
   uint32_t rounds; /* rows written */
@@ -172,6 +181,14 @@ static hid_t metrics_type(void) {
   H5Tinsert(t, "sq_error", HOFFSET(metrics_row, sq_error), H5T_NATIVE_DOUBLE);
   H5Tinsert(t, "cosine", HOFFSET(metrics_row, cosine), H5T_NATIVE_DOUBLE);
   H5Tinsert(t, "z2", HOFFSET(metrics_row, z2), H5T_NATIVE_DOUBLE);
+  H5Tinsert(t, "batch_z2", HOFFSET(metrics_row, batch_z2), H5T_NATIVE_DOUBLE);
+  H5Tinsert(t, "objective", HOFFSET(metrics_row, objective), H5T_NATIVE_DOUBLE);
+  H5Tinsert(t, "grad_sq", HOFFSET(metrics_row, grad_sq), H5T_NATIVE_DOUBLE);
+  H5Tinsert(t, "pool_objective", HOFFSET(metrics_row, pool_objective), H5T_NATIVE_DOUBLE);
+  H5Tinsert(t, "pool_grad_sq", HOFFSET(metrics_row, pool_grad_sq), H5T_NATIVE_DOUBLE);
+  H5Tinsert(t, "secant", HOFFSET(metrics_row, secant), H5T_NATIVE_DOUBLE);
+  H5Tinsert(t, "personal_acc", HOFFSET(metrics_row, personal_acc), H5T_NATIVE_DOUBLE);
+  H5Tinsert(t, "personal_loss", HOFFSET(metrics_row, personal_loss), H5T_NATIVE_DOUBLE);
   return t;
 }
 
@@ -195,6 +212,9 @@ static hid_t slot_type(void) {
   H5Tinsert(t, "test_correct", HOFFSET(slot_row, test_correct), H5T_NATIVE_INT32);
   H5Tinsert(t, "test_count", HOFFSET(slot_row, test_count), H5T_NATIVE_INT32);
   H5Tinsert(t, "test_loss", HOFFSET(slot_row, test_loss), H5T_NATIVE_DOUBLE);
+  H5Tinsert(t, "personal_correct", HOFFSET(slot_row, personal_correct), H5T_NATIVE_INT32);
+  H5Tinsert(t, "personal_count", HOFFSET(slot_row, personal_count), H5T_NATIVE_INT32);
+  H5Tinsert(t, "personal_loss", HOFFSET(slot_row, personal_loss), H5T_NATIVE_DOUBLE);
   H5Tinsert(t, "bytes_up", HOFFSET(slot_row, bytes_up), H5T_NATIVE_UINT64);
   H5Tinsert(t, "bytes_down", HOFFSET(slot_row, bytes_down), H5T_NATIVE_UINT64);
   return t;
@@ -247,6 +267,10 @@ static void define_series(spry_runlog *g) {
       (int[]){AX_PARAM});
   def(&s[S_TRUE_GLOBAL], "/rounds/true_gradient", lvl >= SPRY_GRADLOG_ORACLE, 0, H5T_NATIVE_FLOAT, 0, 2,
       (hsize_t[]){d}, (int[]){AX_PARAM});
+  def(&s[S_BATCH_GLOBAL], "/rounds/batch_gradient", lvl >= SPRY_GRADLOG_ORACLE, 0, H5T_NATIVE_FLOAT, 0, 2,
+      (hsize_t[]){d}, (int[]){AX_PARAM});
+  def(&s[S_BATCH_BIAS_SQ], "/rounds/batch_bias_sq", lvl >= SPRY_GRADLOG_ORACLE, 0, H5T_NATIVE_DOUBLE, 0, 2,
+      (hsize_t[]){L}, (int[]){AX_BLOCK});
   def(&s[S_CLASS_GRADS], "/rounds/class_gradients", lvl >= SPRY_GRADLOG_ORACLE, 0, H5T_NATIVE_FLOAT, 0, 3,
       (hsize_t[]){C, d}, (int[]){AX_CLASS, AX_PARAM});
   def(&s[S_BIAS_SQ], "/rounds/bias_sq", lvl >= SPRY_GRADLOG_ORACLE, 0, H5T_NATIVE_DOUBLE, 0, 2, (hsize_t[]){L},
@@ -266,11 +290,22 @@ static void define_series(spry_runlog *g) {
       (int[]){AX_SLOT, AX_STEP, AX_BATCH});
   def(&s[S_ESTIMATE], "/slots/estimate", lvl >= SPRY_GRADLOG_DENSE, 1, H5T_NATIVE_FLOAT, 0, 3, (hsize_t[]){M, d},
       (int[]){AX_SLOT, AX_PARAM});
-  def(&s[S_TRUE_GRAD], "/slots/true_gradient", lvl >= SPRY_GRADLOG_ORACLE, 1, H5T_NATIVE_FLOAT, 0, 3,
+  def(&s[S_BATCH_GRAD], "/slots/batch_gradient", lvl >= SPRY_GRADLOG_ORACLE, 1, H5T_NATIVE_FLOAT, 0, 3,
       (hsize_t[]){M, d}, (int[]){AX_SLOT, AX_PARAM});
+  def(&s[S_LOCAL_GRAD], "/slots/local_gradient", lvl >= SPRY_GRADLOG_ORACLE, 1, H5T_NATIVE_FLOAT, 0, 3,
+      (hsize_t[]){M, d}, (int[]){AX_SLOT, AX_PARAM});
+  def(&s[S_MB_VAR], "/slots/minibatch_variance", lvl >= SPRY_GRADLOG_ORACLE, 1, H5T_NATIVE_DOUBLE, 0, 3,
+      (hsize_t[]){M, L}, (int[]){AX_SLOT, AX_BLOCK});
+  def(&s[S_RESIDUAL], "/slots/residual_sq", lvl >= SPRY_GRADLOG_ORACLE, 1, H5T_NATIVE_DOUBLE, 0, 3,
+      (hsize_t[]){M, L}, (int[]){AX_SLOT, AX_BLOCK});
   /* per-slot dense rows: one slot per chunk, so each rank compresses only its own chunks */
-  s[S_ESTIMATE].chunk[1] = s[S_TRUE_GRAD].chunk[1] = 1;
+  s[S_ESTIMATE].chunk[1] = s[S_BATCH_GRAD].chunk[1] = s[S_LOCAL_GRAD].chunk[1] = 1;
   s[S_CLASS_GRADS].chunk[1] = 1;
+  /* /weights: rows are not rounds (w_0, w_n, ..., and the last), so they carry no round scale */
+  int wl = cfg->log.weights_every > 0;
+  def(&g->wts, "/weights/w", wl, 0, H5T_NATIVE_FLOAT, 0, 2, (hsize_t[]){d}, (int[]){AX_PARAM});
+  def(&g->wts_round, "/weights/round", wl, 0, H5T_NATIVE_INT64, 0, 1, NULL, NULL);
+  g->wts.axes[0] = g->wts_round.axes[0] = AX_NONE;
 }
 
 static void create_series(spry_runlog *g, series *x) {
@@ -361,6 +396,8 @@ static void root_attributes(spry_runlog *g, const spry_runlog_options *o) {
   attr_text(root, "resume_log", "");
   spry_h5_write_attr_double(root, "round_seconds_total", 0);
   spry_h5_write_attr_double(root, "log_seconds_total", 0);
+  spry_h5_write_attr_double(root, "initial_eval_loss", NAN);
+  spry_h5_write_attr_double(root, "initial_eval_acc", NAN);
   attr_text(root, "nondeterministic", NONDETERMINISTIC);
 }
 
@@ -520,6 +557,8 @@ static void free_types(spry_runlog *g) {
 static void close_file(spry_runlog *g) {
   for (int i = 0; i < N_SERIES; i++)
     if (g->s[i].dset >= 0) H5Dclose(g->s[i].dset), g->s[i].dset = -1;
+  if (g->wts.dset >= 0) H5Dclose(g->wts.dset), g->wts.dset = -1;
+  if (g->wts_round.dset >= 0) H5Dclose(g->wts_round.dset), g->wts_round.dset = -1;
   free_types(g);
   if (g->dxpl >= 0) H5Pclose(g->dxpl), g->dxpl = -1;
   if (g->done_attr >= 0) H5Aclose(g->done_attr), g->done_attr = -1;
@@ -591,6 +630,29 @@ static int reopen(spry_runlog *g, const spry_runlog_options *o, char *err, size_
     }
     x->dims[0] = o->resume_rounds;
     SPRY_CHECK_H5(H5Dset_extent(x->dset, x->dims));
+  }
+  int wexists = H5Lexists(g->file, "/weights", H5P_DEFAULT) > 0 && H5Lexists(g->file, "/weights/w", H5P_DEFAULT) > 0;
+  if (wexists != g->wts.present) {
+    snprintf(err, errlen, "%s: /weights is %s, but this configuration %s it (log.weights_every differs)", o->path,
+             wexists ? "present" : "missing", g->wts.present ? "writes" : "does not write");
+    return -1;
+  }
+  if (wexists) { /* keep the rows of the rounds before the resume point (w_t written during round t) */
+    g->wts.dset = SPRY_CHECK_H5(H5Dopen2(g->file, g->wts.path, H5P_DEFAULT));
+    g->wts_round.dset = SPRY_CHECK_H5(H5Dopen2(g->file, g->wts_round.path, H5P_DEFAULT));
+    hid_t sp = SPRY_CHECK_H5(H5Dget_space(g->wts_round.dset));
+    hsize_t n = 0;
+    H5Sget_simple_extent_dims(sp, &n, NULL);
+    H5Sclose(sp);
+    int64_t *r = spry_alloc("run file", sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
+    if (n > 0) SPRY_CHECK_H5(H5Dread(g->wts_round.dset, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, r));
+    hsize_t keep = 0;
+    while (keep < n && (uint64_t)r[keep] < o->resume_rounds) keep++;
+    spry_free(&r);
+    g->wts.dims[0] = g->wts_round.dims[0] = keep;
+    SPRY_CHECK_H5(H5Dset_extent(g->wts.dset, g->wts.dims));
+    SPRY_CHECK_H5(H5Dset_extent(g->wts_round.dset, g->wts_round.dims));
+    g->wrows = (uint32_t)keep;
   }
   if (H5Lexists(g->file, "/model/w_final", H5P_DEFAULT) > 0) SPRY_CHECK_H5(H5Ldelete(g->file, "/model/w_final", H5P_DEFAULT));
   spry_h5_write_attr_int(g->file, "rounds_done", o->resume_rounds);
@@ -665,6 +727,11 @@ spry_runlog *spry_runlog_open(const spry_runlog_options *o, char *err, size_t er
   H5Gclose(SPRY_CHECK_H5(H5Gcreate2(g->file, "slots", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
   for (int i = 0; i < N_SERIES; i++)
     if (g->s[i].present && i != S_ROUND_AXIS) create_series(g, &g->s[i]);
+  if (g->wts.present) {
+    H5Gclose(SPRY_CHECK_H5(H5Gcreate2(g->file, "weights", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
+    create_series(g, &g->wts);
+    create_series(g, &g->wts_round);
+  }
   g->done_attr = SPRY_CHECK_H5(H5Aopen(g->file, "rounds_done", H5P_DEFAULT));
   SPRY_CHECK_H5(H5Fflush(g->file, H5F_SCOPE_GLOBAL));
   return g;
@@ -719,7 +786,10 @@ static void write_round(void *ctx, const spry_fed *f, const spry_round_record *r
   write_row(g, &s[S_ROUND_AXIS], t, 0, 0, &tt);
   metrics_row mr = {.train_loss = rec->train_loss, .evaluated = rec->evaluated, .eval_loss = rec->eval_loss,
                     .eval_acc = rec->eval_acc, .local_acc = rec->local_acc, .bytes_up = rec->bytes_up,
-                    .bytes_down = rec->bytes_down, .sq_error = rec->sq_error, .cosine = rec->cosine, .z2 = rec->z2};
+                    .bytes_down = rec->bytes_down, .sq_error = rec->sq_error, .cosine = rec->cosine, .z2 = rec->z2,
+                    .batch_z2 = rec->batch_z2, .objective = rec->objective, .grad_sq = rec->grad_sq,
+                    .pool_objective = rec->pool_objective, .pool_grad_sq = rec->pool_grad_sq, .secant = rec->secant,
+                    .personal_acc = rec->personal_acc, .personal_loss = rec->personal_loss};
   write_row(g, &s[S_METRICS], t, 0, 0, &mr);
   resources_row rr = {.seconds = rec->seconds, .peak_bytes = rec->peak_bytes};
   write_row(g, &s[S_RESOURCES], t, 0, 0, &rr);
@@ -729,8 +799,10 @@ static void write_round(void *ctx, const spry_fed *f, const spry_round_record *r
     SPRY_CHECK(!root || rec->true_gradient, "run file %s: round %u has no oracle data (log.gradients = oracle)",
                g->path, t);
     write_row(g, &s[S_TRUE_GLOBAL], t, 0, 0, root ? rec->true_gradient : NULL);
+    write_row(g, &s[S_BATCH_GLOBAL], t, 0, 0, root ? rec->batch_gradient : NULL);
     write_row(g, &s[S_CLASS_GRADS], t, 0, 0, root ? rec->class_gradients : NULL);
     write_row(g, &s[S_BIAS_SQ], t, 0, 0, root ? rec->bias_sq : NULL);
+    write_row(g, &s[S_BATCH_BIAS_SQ], t, 0, 0, root ? rec->batch_bias_sq : NULL);
     write_row(g, &s[S_CLASS_VAR], t, 0, 0, root ? rec->class_variance : NULL);
   }
 
@@ -742,7 +814,9 @@ static void write_round(void *ctx, const spry_fed *f, const spry_round_record *r
                          .n_steps = r->n_steps, .K = r->K, .n_examples = r->n_examples,
                          .weight = cfg->fl.weighting == SPRY_WEIGHT_UNIFORM ? 1.0 : (double)r->n_examples,
                          .loss = r->loss, .test_correct = r->test_correct, .test_count = r->test_count,
-                         .test_loss = r->test_loss, .bytes_up = r->bytes_up, .bytes_down = r->bytes_down};
+                         .test_loss = r->test_loss, .bytes_up = r->bytes_up, .bytes_down = r->bytes_down,
+                         .personal_correct = r->personal_correct, .personal_count = r->personal_count,
+                         .personal_loss = r->personal_loss};
   }
   write_row(g, &s[S_INFO], t, first, n, info);
   int32_t *ranks = grow(g, sizeof(int32_t) * (size_t)(n > 0 ? n : 1));
@@ -796,13 +870,39 @@ static void write_round(void *ctx, const spry_fed *f, const spry_round_record *r
     }
     write_row(g, &s[S_ESTIMATE], t, first, n, e);
   }
-  if (s[S_TRUE_GRAD].present) {
+  if (s[S_BATCH_GRAD].present) {
+    const size_t L8 = (size_t)L;
     float *e = grow(g, sizeof(float) * (size_t)(n > 0 ? n : 1) * d);
     for (int j = 0; j < n; j++) {
-      SPRY_CHECK(rec->local[j].true_grad, "run file %s: slot %d has no true gradient", g->path, first + j);
-      memcpy(e + (size_t)j * d, rec->local[j].true_grad, sizeof(float) * d);
+      SPRY_CHECK(rec->local[j].batch_grad && rec->local[j].local_grad && rec->local[j].residual_sq,
+                 "run file %s: slot %d has no oracle data", g->path, first + j);
+      memcpy(e + (size_t)j * d, rec->local[j].batch_grad, sizeof(float) * d);
     }
-    write_row(g, &s[S_TRUE_GRAD], t, first, n, e);
+    write_row(g, &s[S_BATCH_GRAD], t, first, n, e);
+    for (int j = 0; j < n; j++) memcpy(e + (size_t)j * d, rec->local[j].local_grad, sizeof(float) * d);
+    write_row(g, &s[S_LOCAL_GRAD], t, first, n, e);
+    double *v = grow(g, sizeof(double) * (size_t)(n > 0 ? n : 1) * L8);
+    for (int j = 0; j < n; j++) memcpy(v + (size_t)j * L8, rec->local[j].minibatch_var, sizeof(double) * L8);
+    write_row(g, &s[S_MB_VAR], t, first, n, v);
+    for (int j = 0; j < n; j++) memcpy(v + (size_t)j * L8, rec->local[j].residual_sq, sizeof(double) * L8);
+    write_row(g, &s[S_RESIDUAL], t, first, n, v);
+  }
+  if (t == 0) { /* w_0's held-out metrics (rec carries them on every rank) */
+    spry_h5_write_attr_double(g->file, "initial_eval_loss", rec->initial_eval_loss);
+    spry_h5_write_attr_double(g->file, "initial_eval_acc", rec->initial_eval_acc);
+  }
+  if (g->wts.present) { /* w_t for t = 0, n, 2n, ..., and the weights after the last round */
+    int every = cfg->log.weights_every;
+    uint32_t rows[2];
+    int nr = 0;
+    if (t % (uint32_t)every == 0) rows[nr++] = t;
+    if ((int)t + 1 == cfg->run.rounds) rows[nr++] = t + 1;
+    for (int k = 0; k < nr; k++) {
+      int64_t tr = rows[k];
+      write_row(g, &g->wts_round, g->wrows, 0, 0, &tr);
+      write_row(g, &g->wts, g->wrows, 0, 0, root ? (rows[k] == t ? rec->w_start : rec->w) : NULL);
+      g->wrows++;
+    }
   }
 
   /* the round is complete: publish it, then flush */

@@ -30,31 +30,66 @@ def close(a, b, rtol=1e-9, atol=1e-18, what=""):
     assert ok.all(), "%s: logged %s, recomputed %s" % (what, a[~ok][:5], b[~ok][:5])
 
 
+def bias_z2(G, w, assigned_t, blocks):
+    """g = sum p_m G_m, ||b^l||^2 per block and Z^2 (docs/runfile.md "Oracle") for one round's gradients G [M, d]."""
+    p = w / w.sum()
+    g = (p[:, None] * G).sum(axis=0)
+    z2, bias = 0.0, []
+    for l, b in enumerate(blocks):
+        sl = slice(b["offset"], b["offset"] + b["size"])
+        Ml = np.where(assigned_t[:, l])[0]
+        q = w[Ml] / w[Ml].sum()
+        mean = (q[:, None] * G[Ml, sl]).sum(axis=0)
+        bias.append(((mean - g[sl]) ** 2).sum())
+        z2 += (q * ((G[Ml, sl] - g[sl]) ** 2).sum(axis=1)).sum()
+    return g, np.array(bias), z2
+
+
 def check(path, iteration):
     with h5py.File(path, "r") as f:
         R = int(f.attrs["rounds_done"])
         blocks = f["/model/blocks"][()]
         info, assigned = f["/slots/info"][()], f["/slots/assigned"][()].astype(bool)
-        G = f["/slots/true_gradient"][()].astype(float)          # [R, M, d]
+        G = f["/slots/local_gradient"][()].astype(float)         # [R, M, d] full local gradients at w_t
+        Gb = f["/slots/batch_gradient"][()].astype(float)        # [R, M, d] batch-path gradients
+        mbv, res = f["/slots/minibatch_variance"][()], f["/slots/residual_sq"][()]
         est, agg = f["/slots/estimate"][()].astype(float), f["/rounds/aggregate"][()].astype(float)
-        g_log = f["/rounds/true_gradient"][()].astype(float)
+        g_log, gb_log = f["/rounds/true_gradient"][()].astype(float), f["/rounds/batch_gradient"][()].astype(float)
         cls = f["/rounds/class_gradients"][()].astype(float)    # [R, C, d]
         met = f["/rounds/metrics"][()]
-        bias_log, var_log = f["/rounds/bias_sq"][()], f["/rounds/class_variance"][()]
-        counts = f["/partition/label_counts"][()].sum(axis=0)
+        bias_log, bbias_log = f["/rounds/bias_sq"][()], f["/rounds/batch_bias_sq"][()]
+        var_log = f["/rounds/class_variance"][()]
+        lc = f["/partition/label_counts"][()]
+        # the train pool = every client's train + local test examples (the class gradients run over all of them)
+        counts = lc.sum(axis=0) + f["/partition/test_label_counts"][()].sum(axis=0)
+        pihat = lc / lc.sum(axis=1, keepdims=True)                # realised train label proportions [N, C]
         for t in range(R):
             w = info["weight"][t]
-            p = w / w.sum()
-            g = (p[:, None] * G[t]).sum(axis=0)
+            g, bias, z2 = bias_z2(G[t], w, assigned[t], blocks)
+            gb, bbias, bz2 = bias_z2(Gb[t], w, assigned[t], blocks)
             close(g_log[t], g, rtol=0, atol=1e-6 * np.abs(g).max(), what="round %d g" % t)
-            z2, bias = 0.0, []
+            close(gb_log[t], gb, rtol=0, atol=1e-6 * np.abs(gb).max(), what="round %d batch g" % t)
+            close(bias_log[t], bias, what="round %d bias" % t)
+            close(bbias_log[t], bbias, what="round %d batch bias" % t)
+            close(met["z2"][t], z2, what="round %d Z^2" % t)
+            close(met["batch_z2"][t], bz2, what="round %d batch Z^2" % t)
+            assert bias.sum() <= z2 * (1 + 1e-12), "Theorem 1.3 violated in round %d" % t
+            close(met["grad_sq"][t], g @ g, what="round %d ||grad f||^2" % t)
+            # the pool: grad F = sum_c (n_c/n) G_c
+            share = counts / counts.sum()
+            pg = (share[:, None] * cls[t]).sum(axis=0)
+            close(met["pool_grad_sq"][t], pg @ pg, what="round %d ||grad F||^2" % t)
+            assert np.isfinite(met["objective"][t]) and np.isfinite(met["pool_objective"][t])
+            for j in range(G.shape[1]):
+                mix = (pihat[info["client"][t, j]][:, None] * cls[t]).sum(axis=0)
+                r = [((G[t, j, b["offset"]:b["offset"] + b["size"]] - mix[b["offset"]:b["offset"] + b["size"]]) ** 2)
+                     .sum() for b in blocks]
+                close(res[t, j], r, what="round %d slot %d residual" % (t, j))
+            assert (mbv[t] >= 0).all() and np.isfinite(mbv[t]).all(), "minibatch variance"
             for l, b in enumerate(blocks):
                 sl = slice(b["offset"], b["offset"] + b["size"])
                 Ml = np.where(assigned[t, :, l])[0]
                 q = w[Ml] / w[Ml].sum()
-                mean = (q[:, None] * G[t, Ml, sl]).sum(axis=0)
-                bias.append(((mean - g[sl]) ** 2).sum())
-                z2 += (q * ((G[t, Ml, sl] - g[sl]) ** 2).sum(axis=1)).sum()
                 # the aggregate is the per-block weighted mean of the estimates (iteration: estimates; epoch: deltas)
                 amean = (q[:, None] * est[t, Ml, sl]).sum(axis=0)
                 # (epoch: the server averages float32 weights, then subtracts w_t: a few ulps of |w| < 1 apart)
@@ -64,9 +99,6 @@ def check(path, iteration):
                 Fc = cls[t][counts > 0][:, sl]
                 V = (Fc ** 2).sum(axis=1).mean() - (Fc.mean(axis=0) ** 2).sum()
                 close(var_log[t, l], V, what="round %d V_%d" % (t, l))
-            close(bias_log[t], bias, what="round %d bias" % t)
-            close(met["z2"][t], z2, what="round %d Z^2" % t)
-            assert sum(bias) <= z2 * (1 + 1e-12), "Theorem 1.3 violated in round %d" % t
             if iteration:
                 e2 = ((agg[t] - g) ** 2).sum()
                 cos = (agg[t] @ g) / np.sqrt((agg[t] @ agg[t]) * (g @ g))
@@ -74,7 +106,16 @@ def check(path, iteration):
                 close(met["cosine"][t], cos, what="round %d cosine" % t)
             else:
                 assert np.isnan(met["sq_error"][t]) and np.isnan(met["cosine"][t]), "epoch: sq_error must be NaN"
-        return R, bias_log, G, est, assigned, blocks
+        if "/weights/w" in f:  # secant from the logged weights and class gradients
+            rounds, W = list(f["/weights/round"][()]), f["/weights/w"][()].astype(float)
+            share = counts / counts.sum()
+            for t in range(1, R):
+                if t in rounds and t - 1 in rounds:
+                    pg = [(share[:, None] * cls[u]).sum(axis=0).astype(np.float32).astype(float) for u in (t - 1, t)]
+                    sec = np.linalg.norm(pg[1] - pg[0]) / np.linalg.norm(W[rounds.index(t)] - W[rounds.index(t - 1)])
+                    close(met["secant"][t], sec, rtol=1e-6, what="round %d secant" % t)
+            assert np.isnan(met["secant"][0])
+        return R, bias_log, G, est, assigned, blocks, Gb
 
 
 def fingerprint(out):
@@ -88,7 +129,7 @@ def main():
         # Spry per iteration, K = 4, random assignment: all statistics incl. error and cosine
         p = os.path.join(tmp, "it.h5")
         out, _ = spry.run(L.TINY + iteration + L.sets(method__K=4, method__assignment="random",
-                                                      log__gradients="oracle") + ["-o", p])
+                                                      log__gradients="oracle", log__weights_every=1) + ["-o", p])
         R, bias, *_ = check(p, True)
         assert (bias > 0).any(), "a split run under label skew should show some bias"
         none, _ = spry.run(L.TINY + iteration + L.sets(method__K=4, method__assignment="random",
@@ -101,13 +142,13 @@ def main():
         # FedSGD with Spry's split: backprop estimates are the true gradient on the client's blocks
         p = os.path.join(tmp, "sgd.h5")
         spry.run(L.TINY + L.sets(method__preset="fedsgd", method__split="spry", log__gradients="oracle") + ["-o", p])
-        R, bias, G, est, assigned, blocks = check(p, True)
+        R, bias, G, est, assigned, blocks, Gb = check(p, True)
         for t in range(R):
             for j in range(G.shape[1]):
                 for l, b in enumerate(blocks):
                     sl = slice(b["offset"], b["offset"] + b["size"])
                     if assigned[t, j, l]:
-                        close(est[t, j, sl], G[t, j, sl], rtol=0, atol=1e-5 * np.abs(G[t, j, sl]).max(),
+                        close(est[t, j, sl], Gb[t, j, sl], rtol=0, atol=1e-5 * np.abs(Gb[t, j, sl]).max(),
                               what="fedsgd estimate vs true gradient")
                     else:
                         assert (est[t, j, sl] == 0).all(), "an estimate is non-zero off its blocks"

@@ -73,8 +73,11 @@ def check_file(path, stdout, present_levels, datasets, compounds):
         a = f.attrs
         sym = dict(R=int(a["rounds_done"]), M=int(a["clients_per_round"]), N=int(a["n_clients"]), C=int(a["n_class"]),
                    L=int(a["n_blocks"]), d=int(a["d"]), S=int(a["steps_max"]), K=int(a["K"]), B=int(a["batch_size"]),
-                   P=f["/model/params"].shape[0])
-        assert a["format"] == "spry-run" and a["format_version"] == 1 and a["status"] == "complete"
+                   P=f["/model/params"].shape[0], Rw=f["/weights/round"].shape[0] if "weights" in f else 0)
+        assert a["format"] == "spry-run" and a["format_version"] == 2 and a["status"] == "complete"
+        assert np.isfinite(a["initial_eval_loss"]) and 0 <= a["initial_eval_acc"] <= 1, "initial_eval_* not stored"
+        m0 = re.search(r"initial model: eval loss ([\d.]+) acc ([\d.]+)%", stdout)
+        assert "%.4f" % a["initial_eval_loss"] == m0.group(1) and "%.2f" % (100 * a["initial_eval_acc"]) == m0.group(2)
         found = set()
         f.visititems(lambda n, o: found.add("/" + n) if isinstance(o, h5py.Dataset) else None)
         undocumented = found - set(datasets)
@@ -92,7 +95,7 @@ def check_file(path, stdout, present_levels, datasets, compounds):
                 check_compound(p, ds.dtype, compounds[spec["dtype"].split(":")[1]])
             else:
                 assert dtype_ok(ds.dtype, spec["dtype"]), "%s: %s dtype %s, documented %s" % (path, p, ds.dtype, spec["dtype"])
-            if ds.maxshape[0] is None and p != "/axes/round":
+            if ds.maxshape[0] is None and p != "/axes/round" and not p.startswith("/weights/"):
                 assert ds.compression == "gzip" and ds.shuffle and ds.chunks[0] == 1, "%s: %s not chunked+compressed" % (path, p)
                 assert len(ds.dims[0]) == 1 and ds.dims[0][0].name == "/axes/round", "%s: %s has no round scale" % (path, p)
 
@@ -144,8 +147,14 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         # 1: Spry (per-epoch) at oracle with sample indices
         p1 = os.path.join(tmp, "oracle.h5")
-        out, _ = spry.run(L.TINY + L.sets(log__gradients="oracle", log__sample_indices="true") + ["-o", p1])
-        check_file(p1, out, {"always", "scalars", "dense", "oracle", "sample_indices", "complete"}, datasets, compounds)
+        out, _ = spry.run(L.TINY + L.sets(log__gradients="oracle", log__sample_indices="true", log__weights_every=4)
+                          + ["-o", p1])
+        check_file(p1, out, {"always", "scalars", "dense", "oracle", "sample_indices", "weights", "complete"},
+                   datasets, compounds)
+        with h5py.File(p1, "r") as f:  # w_0, w_4 and the weights after the last (6th) round
+            assert list(f["/weights/round"][()]) == [0, 4, 6], f["/weights/round"][()]
+            assert f["/weights/w"][0].tobytes() == f["/model/w_init"][()].tobytes(), "/weights/w[0] is not w_init"
+            assert f["/weights/w"][2].tobytes() == f["/model/w_final"][()].tobytes(), "last /weights/w is not w_final"
         # 2: FwdLLM at scalars: step_K and k_index, no dense data
         p2 = os.path.join(tmp, "fwdllm.h5")
         out, _ = spry.run(L.TINY + L.sets(method__preset="fwdllm", method__fwdllm_max_K=4) + ["-o", p2])

@@ -1,6 +1,7 @@
 """Collective writes: the run file holds the same data at P = 1, 2 and 3 ranks (every item bitwise, apart from the
-items the file lists as nondeterministic), for Spry at log.gradients = oracle with sample indices and for FwdLLM
-at scalars. Then SIGTERM to `mpirun -n 2`: every rank stops at the round boundary after a checkpoint, and the run
+items the file lists as nondeterministic), for Spry at log.gradients = oracle with sample indices, weights and
+personalisation (v2: full local gradients, residuals, secants, personal accuracy) and for FwdLLM at scalars.
+The stop/crash runs log /weights every 3 rounds, so the resume also checks their truncation. Then SIGTERM to `mpirun -n 2`: every rank stops at the round boundary after a checkpoint, and the run
 resumed at P = 3 ends bitwise equal to the P = 1 run; kill -9 of the whole `mpirun -n 2` job: the file opens and
 the run resumed at P = 2 ends equal too.
 
@@ -21,7 +22,8 @@ import runfile_lib as L
 def main():
     spry = L.Spry(sys.argv)
     configs = {
-        "spry-oracle": L.TINY + L.sets(log__gradients="oracle", log__sample_indices="true"),
+        "spry-oracle": L.TINY + L.sets(log__gradients="oracle", log__sample_indices="true", log__weights_every=2,
+                                       eval__personalize_epochs=1),
         "fwdllm-scalars": L.TINY + L.sets(method__preset="fwdllm", method__fwdllm_max_K=4),
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -39,7 +41,7 @@ def main():
 
         # Enough rounds (~10 ms each) that the signal or the kill surely lands before the run ends by itself.
         rounds = 200
-        cfg = L.TINY + L.sets(run__rounds=rounds, log__gradients="dense", run__checkpoint_every=4)
+        cfg = L.TINY + L.sets(run__rounds=rounds, log__gradients="dense", run__checkpoint_every=4, log__weights_every=3)
         ref = os.path.join(tmp, "ref.h5")
         spry.run(cfg + ["-o", ref])
 
