@@ -50,3 +50,9 @@ def v2_landed(path):
     import h5py
     with h5py.File(path, "r") as f:
         return int(f.attrs["format_version"]) >= 2
+
+
+def accepts(binary, setting):
+    """Whether this build's configuration accepts `key=value` (e.g. fl.partition=homogeneous, issue 9)."""
+    p = subprocess.run([binary, "config", "--set", setting], capture_output=True, text=True, env=env(), timeout=60)
+    return p.returncode == 0
