@@ -30,12 +30,18 @@ def _fmt(x):
 
 
 def applicable(paths):
-    """{verb: [paths]}: the runs each theory check can use (by their configuration and logged items)."""
+    """{verb: [paths]}: the runs that meet each theory check's premise (by their configuration and logged items).
+    The CLI judges any run it is given (that is how a failing case is shown); the report judges only these:
+    E1, E2 forward per-iteration oracle runs; E3 zeroth-order per-iteration oracle runs; E4 Spry-split oracle
+    runs; E5 Spry-split runs of a homogeneous partition with full local gradients; E6 Spry-split oracle runs with
+    random assignment; E8 v2 per-iteration forward runs with server SGD (fedavg) and Gaussian tangents."""
     sel = {k: [] for k in theory.VERBS}
     for p in paths:
         with RunFile(p) as rf:
             oracle = rf.has("/slots/batch_gradient")
             est, comm, split = rf.cfg("method.estimator"), rf.cfg("method.comm"), rf.cfg("method.split")
+            part = rf.f["/partition"].attrs.get("partition", b"pool") if "/partition" in rf.f else b"pool"
+            part = part.decode() if isinstance(part, bytes) else str(part)
             if oracle and comm == "iteration" and est == "forward":
                 sel["E1"].append(p)
                 sel["E2"].append(p)
@@ -43,10 +49,12 @@ def applicable(paths):
                 sel["E3"].append(p)
             if oracle and split == "spry" and rf.has("/rounds/class_gradients"):
                 sel["E4"].append(p)
-                sel["E6"].append(p)
-            if split == "spry" and rf.has("/slots/local_gradient") and rf.has("/rounds/bias_sq"):
+                if rf.cfg("method.assignment") == "random":
+                    sel["E6"].append(p)
+            if split == "spry" and part == "homogeneous" and rf.has("/slots/local_gradient"):
                 sel["E5"].append(p)
-            if rf.version >= 2 and comm == "iteration" and est == "forward" and rf.has("/slots/minibatch_variance"):
+            if (rf.version >= 2 and comm == "iteration" and est == "forward" and rf.has("/slots/minibatch_variance")
+                    and rf.cfg("method.server_opt") == "fedavg" and rf.cfg("method.tangent", "gaussian") == "gaussian"):
                 sel["E8"].append(p)
     return sel
 
@@ -103,8 +111,8 @@ def report(paths, out, target=None, by=None):
     for name in theory.VERBS:
         ps = sel[name]
         if not ps:
-            parts.append("<h3>%s</h3><p class='na'>not applicable: no run of these files carries what %s needs "
-                         "(%s)</p>" % (name, name, html.escape(theory.CRITERIA[name][:160] + "...")))
+            parts.append("<h3>%s</h3><p class='na'>not applicable: no run of these files meets the premise of %s "
+                         "(%s)</p>" % (name, name, html.escape(theory.CRITERIA[name][:200] + "...")))
             continue
         v = theory.run(name, ps, os.path.join(tmp, "%s.png" % name))
         cls = {True: "ok", False: "bad", None: "na"}[v.holds]
