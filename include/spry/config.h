@@ -119,6 +119,7 @@ typedef struct {
   int n_class, n_examples, seq_len;      /* synthetic data only */
   int batch_size;
   int max_len; /* truncate sequences to this many tokens (0 = model.n_ctx); see spry_config_max_len */
+  double validation_fraction; /* > 0: share of the train split held out as the evaluation set (federation.h) */
 } spry_config_data;
 
 typedef struct {

@@ -259,8 +259,10 @@ static int cmd_run(const cli *c, int rank, int size) {
     const spry_dataset *ds = spry_fed_dataset(f);
     double acc = spry_fed_final_accuracy(f);
     if (status == SPRY_RUN_OK) {
-      printf("done: %d rounds in %.1f s; final held-out accuracy %.2f%% (chance %.2f%%, %d classes, %s)\n",
-             cfg.run.rounds, spry_now() - t0, 100 * acc, 100.0 / ds->n_class, ds->n_class, ds->source);
+      printf("done: %d rounds in %.1f s; final %s accuracy %.2f%% (chance %.2f%%, %d classes, %s)\n",
+             cfg.run.rounds, spry_now() - t0,
+             cfg.data.validation_fraction > 0 ? "validation-set (data.validation_fraction)" : "held-out", 100 * acc,
+             100.0 / ds->n_class, ds->n_class, ds->source);
       printf("held-out loss: initial %.6f final %.6f\n", spry_fed_initial_loss(f), spry_fed_final_loss(f));
       if (cfg.eval.personalize_epochs > 0 && !isnan(spry_fed_final_personal_accuracy(f)))
         printf("personalised local accuracy (%d local epochs from the final global model, the participants of the "

@@ -84,6 +84,44 @@ static spry_model_config model_config(const spry_config *cfg, const spry_dataset
   return mc;
 }
 
+/* data.validation_fraction > 0: move a stratified share of the train pool into the evaluation set. Per class c
+ * (pool order), the class's pool positions are shuffled with the stream (seed, PARTITION, round 1, client 0,
+ * step 0, k = c) -- the partition itself uses round 0 -- and the first round(fraction * n_c) become validation
+ * examples. Both lists stay ascending. The test split is then not used by the run at all. */
+static void carve_validation(const spry_dataset *ds, double fraction, uint32_t seed, int32_t **pool, int *n_pool,
+                             int32_t **held_out, int *n_held_out) {
+  int C = ds->n_class, n = *n_pool;
+  unsigned char *is_val = spry_alloc("federation", (size_t)(n > 0 ? n : 1));
+  int32_t *members = spry_alloc("federation", sizeof(int32_t) * (size_t)(n > 0 ? n : 1));
+  int n_val = 0;
+  for (int c = 0; c < C; c++) {
+    int nc = 0;
+    for (int i = 0; i < n; i++)
+      if (ds->labels[(*pool)[i]] == c) members[nc++] = i;
+    spry_rng_stream s = spry_rng_stream_at((spry_rng_key){.seed = seed, .purpose = SPRY_RNG_PARTITION, .round = 1,
+                                                          .client = 0, .step = 0, .k = (uint32_t)c});
+    spry_stream_shuffle(&s, members, (size_t)nc);
+    int take = (int)lround(fraction * nc);
+    for (int i = 0; i < take; i++) is_val[members[i]] = 1;
+    n_val += take;
+  }
+  int32_t *train = spry_alloc("dataset", sizeof(int32_t) * (size_t)(n - n_val > 0 ? n - n_val : 1));
+  int32_t *val = spry_alloc("dataset", sizeof(int32_t) * (size_t)(n_val > 0 ? n_val : 1));
+  int a = 0, b = 0;
+  for (int i = 0; i < n; i++) {
+    if (is_val[i]) val[b++] = (*pool)[i];
+    else train[a++] = (*pool)[i];
+  }
+  spry_free(&is_val);
+  spry_free(&members);
+  spry_free(pool);
+  spry_free(held_out);
+  *pool = train;
+  *n_pool = a;
+  *held_out = val;
+  *n_held_out = b;
+}
+
 spry_fed *spry_fed_create(const spry_config *cfg, MPI_Comm comm) {
   spry_fed *f = spry_alloc("federation", sizeof *f);
   f->cfg = *cfg;
@@ -109,6 +147,13 @@ spry_fed *spry_fed_create(const spry_config *cfg, MPI_Comm comm) {
   /* the train pool and its partition over clients */
   f->pool = spry_dataset_split_indices(f->ds, 0, &f->n_pool);
   f->held_out = spry_dataset_split_indices(f->ds, 1, &f->n_held_out);
+  if (cfg->data.validation_fraction > 0) {
+    carve_validation(f->ds, cfg->data.validation_fraction, cfg->run.seed, &f->pool, &f->n_pool, &f->held_out,
+                     &f->n_held_out);
+    if (f->n_held_out == 0)
+      spry_fatal("data.validation_fraction = %g selects no validation example from %d training examples; raise it",
+                 cfg->data.validation_fraction, f->n_pool);
+  }
   int32_t *pool_labels = spry_alloc("federation", sizeof(int32_t) * (size_t)f->n_pool);
   for (int i = 0; i < f->n_pool; i++) pool_labels[i] = f->ds->labels[f->pool[i]];
   spry_partition_config pc = spry_partition_config_default();

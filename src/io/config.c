@@ -204,6 +204,10 @@ static const spry_config_key KEYS[] = {
     KEY_INT("data", "batch_size", data.batch_size, "16", 1, 1000000, 0, "Examples per client step."),
     KEY_INT("data", "max_len", data.max_len, "0", 0, 16384, 0,
             "Truncate sequences to this many tokens (0 = model.n_ctx)."),
+    KEY_DBL("data", "validation_fraction", data.validation_fraction, "0", 0, 0.5, 0,
+            "Share of the training split held out as a validation set (never given to clients, stratified by "
+            "class): when > 0 the global model's evaluation (eval_loss, eval_acc) uses it instead of the test "
+            "split. For tuning learning rates without looking at the test split; 0 = off."),
     /* [fl] */
     KEY_INT("fl", "clients", fl.clients, "100", 1, 10000000, 0, "Clients N."),
     KEY_INT("fl", "clients_per_round", fl.clients_per_round, "10", 1, 10000000, 0,
