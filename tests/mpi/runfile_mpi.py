@@ -1,6 +1,6 @@
 """Collective writes: the run file holds the same data at P = 1, 2 and 3 ranks (every item bitwise, apart from the
-items the file lists as nondeterministic), for Spry at log.gradients = oracle with sample indices and for FwdLLM
-at scalars. Then SIGTERM to `mpirun -n 2`: every rank stops at the round boundary after a checkpoint, and the run
+items the file lists as nondeterministic), for Spry at log.gradients = oracle with sample indices, for FwdLLM
+at scalars, and for a sampled partition (fl.partition = sampled) at alpha 0.01. Then SIGTERM to `mpirun -n 2`: every rank stops at the round boundary after a checkpoint, and the run
 resumed at P = 3 ends bitwise equal to the P = 1 run; kill -9 of the whole `mpirun -n 2` job: the file opens and
 the run resumed at P = 2 ends equal too.
 
@@ -23,6 +23,7 @@ def main():
     configs = {
         "spry-oracle": L.TINY + L.sets(log__gradients="oracle", log__sample_indices="true"),
         "fwdllm-scalars": L.TINY + L.sets(method__preset="fwdllm", method__fwdllm_max_K=4),
+        "sampled-partition": L.TINY + L.sets(fl__partition="sampled", fl__examples_per_client=40, fl__alpha=0.01),
     }
     with tempfile.TemporaryDirectory() as tmp:
         for name, cfg in configs.items():
