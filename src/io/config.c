@@ -271,8 +271,9 @@ static const spry_config_key KEYS[] = {
              "Spry: the head block goes to every client of the round (no effect with method.split = none, where "
              "every client trains every block, or without a trainable head)."),
     KEY_DBL("method", "fwdllm_threshold", method.fwdllm_threshold, "0.15", 0, 1e6, GT,
-            "FwdLLM: add perturbations until the variance of the averaged estimate, relative to its squared "
-            "norm, is at most this."),
+            "FwdLLM: double the perturbations (up to fwdllm_max_K) until the estimated tr Var of the averaged "
+            "estimate is at most this times an unbiased estimate of the squared gradient norm (a relative squared "
+            "error; Gaussian tangents over d coordinates pass at K ~ (d+1) / this). docs/federation.md."),
     KEY_INT("method", "fwdllm_candidates", method.fwdllm_candidates, "10", 1, 10000, 0,
             "FwdLLM: candidate tangents drawn per kept one; the kept one has the largest absolute cosine with "
             "the previous round's global gradient (1 = no selection)."),
