@@ -10,7 +10,8 @@
  * Limits: k < 2^24, purpose < 256, stream length < 2^34 elements.
  *
  * Normal variates use Box-Muller on the two pairs of uniforms of one Philox block: elements 4c..4c+3 come from
- * counter c. Rademacher variates use one bit of one 32-bit word per element.
+ * counter c. Rademacher variates use one bit of one 32-bit word per element. The exact mapping, precisely enough
+ * to regenerate any tangent outside C: docs/runfile.md "Regenerating tangents".
  */
 #ifndef SPRY_RNG_H
 #define SPRY_RNG_H
