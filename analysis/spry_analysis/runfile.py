@@ -2,7 +2,7 @@
 
 It knows the schema so its callers do not have to:
 - the reading rule: rows at index >= `rounds_done` of a round-indexed dataset are not finished rounds and are
-  never returned;
+  never returned (v2 /weights/*: the rows whose /weights/round t <= rounds_done);
 - the logging levels (`log.gradients` = none < scalars < dense < oracle): `has(name)` says whether a file
   carries an item;
 - the `nondeterministic` list (items that depend on the environment): `contents()` drops them, so two files
@@ -145,6 +145,10 @@ class RunFile:
                 self.path, name, self.version, self.level,
                 "; v1 files carry only batch-path oracle items" if self.version == 1 else ""))
         ds = self.f[p]
+        if p.startswith("/weights/"):  # w_t for t = 0, n, 2n, ... and the last: rows whose t <= rounds_done
+            rw = self.f["/weights/round"][()]
+            data = ds[: int((rw <= self.rounds_done).sum())]
+            return data if rows is None else data[rows]
         if self.round_indexed(ds):
             if rows is None:
                 return ds[: self.rounds_done]
@@ -159,7 +163,8 @@ class RunFile:
 
     @staticmethod
     def round_indexed(ds):
-        return bool(ds.maxshape) and ds.maxshape[0] is None
+        """Whether ds is indexed by round (extendible along its first axis; /weights/* are not: see read())."""
+        return bool(ds.maxshape) and ds.maxshape[0] is None and not ds.name.startswith("/weights/")
 
     # -- tables --
     def metrics(self):
@@ -210,7 +215,8 @@ class RunFile:
     def pool_label_counts(self):
         if self.has("/partition/pool_label_counts"):
             return self.read("/partition/pool_label_counts")
-        return self.read("/partition/label_counts").sum(axis=0)
+        # v1: the train pool = every client's train + local test examples
+        return self.read("/partition/label_counts").sum(axis=0) + self.read("/partition/test_label_counts").sum(axis=0)
 
     # -- configuration --
     def cfg(self, key, default=None, cast=str):
@@ -254,7 +260,10 @@ class RunFile:
                 continue
             dims = tuple(ds.dims[i][0].name.split("/")[-1] if len(ds.dims[i]) else "%s_dim%d" % (name, i)
                          for i in range(ds.ndim))
-            data = ds[: self.rounds_done] if self.round_indexed(ds) else ds[()]
+            if ds.name.startswith("/weights/"):
+                data = self.read(ds.name)
+            else:
+                data = ds[: self.rounds_done] if self.round_indexed(ds) else ds[()]
             if data.dtype.names:
                 for fld in data.dtype.names:
                     col = data[fld]
@@ -289,10 +298,7 @@ class RunFile:
                     continue
                 out[p + "@" + k] = v
             if isinstance(obj, h5py.Dataset):
-                data = obj[()]
-                if self.round_indexed(obj):
-                    data = data[: self.rounds_done]
-                out[p] = data
+                out[p] = self.read(p) if (self.round_indexed(obj) or p.startswith("/weights/")) else obj[()]
         self.f.visititems(visit)
         return out
 

@@ -116,6 +116,14 @@ def main():
                 for k in ("/slots/local_gradient", "/slots/batch_gradient", "/rounds/true_gradient"):
                     assert rf.has(k), "v2 oracle file without %s" % k
             n_checks += 1
+        if RunFile(it).version >= 2:  # /weights/*: rows whose round t <= rounds_done (not cut at rounds_done rows)
+            wp = os.path.join(tmp, "weights.h5")
+            alib.spry(spry, wp, "fl.clients_per_round=4", "run.rounds=5", "log.weights_every=2")
+            with RunFile(wp) as rf:
+                assert list(rf.read("/weights/round")) == [0, 2, 4, 5], rf.read("/weights/round")
+                assert rf.read("/weights/w").shape == (4, rf.d)
+                assert rf.read("/weights/w")[-1].tobytes() == rf.read("/model/w_final").tobytes()
+            n_checks += 1
         # 4. nondeterministic items dropped: a second run of the same configuration compares equal
         again = os.path.join(tmp, "again.h5")
         alib.spry(spry, again, "fl.clients_per_round=4", "run.rounds=6", "run.eval_every=2")
