@@ -159,6 +159,8 @@ def paper_claims(paths, target=None):
                                                                              chosen[cb], len(B))
         if not math.isfinite(est):
             verdict = "not measurable from these runs"
+        elif not (math.isfinite(lo) and math.isfinite(hi)):
+            verdict = "not measurable from these runs: fewer than 2 seeds per method give a value (no CI)"
         elif hi < lo_c:
             verdict = "below the claimed range"
         elif lo > hi_c:
