@@ -41,6 +41,11 @@ _Noreturn void spry_fatal_at(const char *file, int line, const char *fmt, ...)
 void spry_set_rank(int rank);
 int spry_get_rank(void);
 
+/* The file a collective I/O step is working on (NULL: none). The MPI-IO and HDF5 error handlers (mpi_util.h,
+ * h5util.h) name it in their message, so an I/O failure on any rank says which file failed. */
+void spry_set_io_file(const char *path);
+const char *spry_io_file(void);
+
 /* Hook called by spry_fatal after printing (e.g. MPI_Abort). It must not return; if it does, exit(1). */
 typedef void (*spry_abort_fn)(int exit_code);
 void spry_set_abort_hook(spry_abort_fn fn);

@@ -288,6 +288,7 @@ static int cmd_config(const cli *c, int rank) {
 }
 
 int main(int argc, char **argv) {
+  spry_mpi_preinit(); /* an MPI-IO layer that reports write errors */
   MPI_Init(&argc, &argv);
   spry_mpi_install_abort();
   int rank, size;

@@ -12,6 +12,10 @@ void spry_set_rank(int rank) { g_rank = rank; }
 int spry_get_rank(void) { return g_rank; }
 void spry_set_abort_hook(spry_abort_fn fn) { g_abort_hook = fn; }
 
+static char g_io_file[4096];
+void spry_set_io_file(const char *path) { snprintf(g_io_file, sizeof g_io_file, "%s", path ? path : ""); }
+const char *spry_io_file(void) { return g_io_file[0] ? g_io_file : NULL; }
+
 _Noreturn void spry_fatal_at(const char *file, int line, const char *fmt, ...) {
   /* Show the path from src/ or include/ onwards: short, and the same on every machine. */
   const char *shown = file;

@@ -524,6 +524,7 @@ static void close_file(spry_runlog *g) {
   if (g->dxpl >= 0) H5Pclose(g->dxpl), g->dxpl = -1;
   if (g->done_attr >= 0) H5Aclose(g->done_attr), g->done_attr = -1;
   if (g->file >= 0) H5Fclose(g->file), g->file = -1;
+  spry_h5_collective_end();
 }
 
 static int steps_max(const spry_config *cfg, const spry_partition *part) {
@@ -636,6 +637,7 @@ spry_runlog *spry_runlog_open(const spry_runlog_options *o, char *err, size_t er
   SPRY_CHECK_H5(H5Pset_fapl_mpio(fapl, o->comm, MPI_INFO_NULL));
   SPRY_CHECK_H5(H5Pset_all_coll_metadata_ops(fapl, 1));
   SPRY_CHECK_H5(H5Pset_coll_metadata_write(fapl, 1));
+  spry_set_io_file(o->path); /* named by the MPI-IO error handler */
   if (o->resume) g->file = H5Fopen(o->path, H5F_ACC_RDWR, fapl);
   else g->file = H5Fcreate(o->path, o->overwrite ? H5F_ACC_TRUNC : H5F_ACC_EXCL, H5P_DEFAULT, fapl);
   H5Pclose(fapl);
@@ -646,6 +648,7 @@ spry_runlog *spry_runlog_open(const spry_runlog_options *o, char *err, size_t er
     spry_free(&g);
     return NULL;
   }
+  spry_h5_collective_begin(o->path); /* any I/O error from here on ends the job with the file and the cause */
   g->dxpl = SPRY_CHECK_H5(H5Pcreate(H5P_DATASET_XFER));
   SPRY_CHECK_H5(H5Pset_dxpl_mpio(g->dxpl, H5FD_MPIO_COLLECTIVE));
   if (o->resume) {
