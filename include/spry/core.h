@@ -46,6 +46,12 @@ int spry_get_rank(void);
 void spry_set_io_file(const char *path);
 const char *spry_io_file(void);
 
+/* 1 if a and b name the same existing file (same device and inode, so through symlinks and hard links too). */
+int spry_same_file(const char *a, const char *b);
+/* Index of the input that `output`, or a file spry derives from it (OUTPUT.ckpt, .tmp, .part, ...), resolves to;
+ * -1 if none. Outputs are refused when they clash, whatever the flags: an input is never overwritten. */
+int spry_output_clash(const char *output, const char *const *inputs, int n_inputs);
+
 /* Hook called by spry_fatal after printing (e.g. MPI_Abort). It must not return; if it does, exit(1). */
 typedef void (*spry_abort_fn)(int exit_code);
 void spry_set_abort_hook(spry_abort_fn fn);

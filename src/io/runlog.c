@@ -833,7 +833,13 @@ void spry_runlog_close(spry_runlog **pg, int status, const float *w_final) {
   if (status == SPRY_RUN_OK) {
     hsize_t ddims[1] = {g->d};
     hid_t grp = SPRY_CHECK_H5(H5Gopen2(g->file, "model", H5P_DEFAULT));
-    write_static(g, grp, "w_final", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, ddims, w_final, (int[]){AX_PARAM});
+    hid_t wf = static_dataset(g, grp, "w_final", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, ddims, w_final, (int[]){AX_PARAM});
+    uint64_t h = g->rank == 0 ? spry_fnv1a(w_final, sizeof(float) * g->d, 0) : 0; /* rank 0's weights are written */
+    SPRY_CHECK_MPI(MPI_Bcast(&h, 1, MPI_UINT64_T, 0, g->comm));
+    hid_t hsp = SPRY_CHECK_H5(H5Screate(H5S_SCALAR));
+    hid_t ha = SPRY_CHECK_H5(H5Acreate2(wf, "fnv1a64", H5T_STD_U64LE, hsp, H5P_DEFAULT, H5P_DEFAULT));
+    SPRY_CHECK_H5(H5Awrite(ha, H5T_NATIVE_UINT64, &h)); /* checked by spry info */
+    H5Aclose(ha), H5Sclose(hsp), H5Dclose(wf);
     H5Gclose(grp);
   }
   attr_text(g->file, "status", what);
