@@ -62,6 +62,10 @@ void *spry_alloc_at(const char *file, int line, const char *label, size_t bytes)
 #define spry_alloc(label, bytes) spry_alloc_at(__FILE__, __LINE__, (label), (bytes))
 /* Typed helper: n floats. */
 #define spry_alloc_floats(label, n) ((float *)spry_alloc((label), sizeof(float) * (size_t)(n)))
+/* A request larger than the machine's physical memory (with what spry holds) fails at once, before allocating,
+ * with "out of memory: 'LABEL' needs X GB (N bytes) ...; the sizes follow HINT": the hint (set by the app from
+ * the configuration, e.g. "model.n_embd = 4096, data.batch_size = 64, ...") names the keys to lower. */
+void spry_alloc_set_hint(const char *hint);
 /* Release memory from spry_alloc (NULL allowed) and set *p = NULL. */
 void spry_free(void *pp);
 

@@ -37,7 +37,7 @@ static const char *usage =
     "                                            [--output BASE.h5] [--force | --resume]\n"
     "            writes the base model pretrain.output (what model.base reads; never replaced without --force);\n"
     "            checkpoints go to BASE.h5.ckpt, --resume continues from it. docs/pretraining.md\n"
-    "  info      summary of a run file: spry info RUN.h5\n"
+    "  info      summary of run files: spry info RUN.h5 [MORE.h5 ...] (each in turn)\n"
     "  base-checksum  add the checksum (params_fnv1a64) to a base-model file written before it existed, or verify\n"
     "            it: spry base-checksum BASE.h5 (the weights are not changed)\n"
     "  config    print the resolved configuration (same options as run) and exit\n"
@@ -55,12 +55,15 @@ typedef struct {
   const char *output;
   int force, resume;
   const char *info_path;
+  const char **info_paths; /* spry info A.h5 B.h5 ...: every file */
+  int n_info;
 } cli;
 
 /* Parse argv; returns 0, or 2 with a message on stderr (rank 0 only prints). */
 static int parse_cli(int argc, char **argv, cli *c, int rank) {
   memset(c, 0, sizeof *c);
   c->overrides = calloc((size_t)argc, sizeof(char *));
+  c->info_paths = calloc((size_t)argc, sizeof(char *));
   if (argc < 2) {
     if (rank == 0) fputs(usage, stderr);
     return 2;
@@ -84,7 +87,10 @@ static int parse_cli(int argc, char **argv, cli *c, int rank) {
       c->force = 1;
     } else if (strcmp(a, "--resume") == 0) {
       c->resume = 1;
-    } else if (a[0] != '-' && (strcmp(c->command, "info") == 0 || strcmp(c->command, "base-checksum") == 0) && !c->info_path) {
+    } else if (a[0] != '-' && strcmp(c->command, "info") == 0) {
+      if (!c->info_path) c->info_path = a;
+      c->info_paths[c->n_info++] = a;
+    } else if (a[0] != '-' && strcmp(c->command, "base-checksum") == 0 && !c->info_path) {
       c->info_path = a;
     } else if (a[0] != '-' && !c->config_path) {
       c->config_path = a; /* spry run my-run.ini */
@@ -99,6 +105,19 @@ static int parse_cli(int argc, char **argv, cli *c, int rank) {
 }
 
 /* Rank 0 reads and validates the configuration; every rank gets it (or the failure) by broadcast. */
+/* What sets the size of the big buffers: named by an out-of-memory message (core.h). */
+static void set_alloc_hint(const spry_config *cfg) {
+  char hint[1024];
+  snprintf(hint, sizeof hint,
+           "model.n_layer = %d, model.n_embd = %d, model.n_ctx = %d, model.vocab_size = %d, data.seq_len = %d, "
+           "data.batch_size = %d, lora.rank = %d, method.K = %d, fl.clients = %d, fl.clients_per_round = %d, "
+           "data.n_examples = %d (lower them, or run on a machine with more memory)",
+           cfg->model.n_layer, cfg->model.n_embd, cfg->model.n_ctx, cfg->model.vocab_size, cfg->data.seq_len,
+           cfg->data.batch_size, cfg->lora.rank, cfg->method.K, cfg->fl.clients, cfg->fl.clients_per_round,
+           cfg->data.n_examples);
+  spry_alloc_set_hint(hint);
+}
+
 static int load_config(const cli *c, spry_config *cfg, int rank) {
   int status = 0;
   if (rank == 0) {
@@ -115,6 +134,7 @@ static int load_config(const cli *c, spry_config *cfg, int rank) {
   SPRY_CHECK_MPI(MPI_Bcast(&status, 1, MPI_INT, 0, MPI_COMM_WORLD));
   if (status != SPRY_CONFIG_OK) return 2;
   SPRY_CHECK_MPI(MPI_Bcast(cfg, (int)sizeof *cfg, MPI_BYTE, 0, MPI_COMM_WORLD));
+  set_alloc_hint(cfg);
   return 0;
 }
 
@@ -339,7 +359,12 @@ int main(int argc, char **argv) {
         if (rank == 0) fprintf(stderr, "spry info: which run file? usage: spry info RUN.h5\n");
         rc = 2;
       } else {
-        rc = rank == 0 ? spry_info_main(c.info_path) : 0;
+        rc = 0;
+        for (int i = 0; rank == 0 && i < c.n_info; i++) { /* each file in turn; the worst status */
+          if (i) printf("\n");
+          int r = spry_info_main(c.info_paths[i]);
+          if (r > rc) rc = r;
+        }
         SPRY_CHECK_MPI(MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD));
       }
     } else if (strcmp(c.command, "base-checksum") == 0) {
@@ -360,6 +385,7 @@ int main(int argc, char **argv) {
     }
   }
   free(c.overrides);
+  free(c.info_paths);
   MPI_Finalize();
   return rc;
 }
