@@ -84,9 +84,10 @@ static int check_digest(const char *path, char *err, size_t errlen) {
   unsigned long long want = 0, size = 0;
   uint64_t h, n;
   if (got >= 4 && memcmp(head, "\x89HDF", 4) == 0) {
-    snprintf(err, errlen, "%s: checkpoint written by an older spry (format version 1, without a whole-file "
-             "checksum): it cannot be verified, so it is not used; start the run again without --resume, or "
-             "finish it with the spry that wrote it", path);
+    snprintf(err, errlen, "%s: not a spry checkpoint of format version %d: an HDF5 file without the whole-file "
+             "checksum (a foreign file, or a version 1 checkpoint of an older spry): it cannot be verified, so it is "
+             "not used; start the run again without --resume, or finish it with the spry that wrote it", path,
+             SPRY_CHECKPOINT_VERSION);
   } else if (got < SPRY_CHECKPOINT_USERBLOCK || strncmp(head, "spry-checkpoint-digest 1\n", 25) != 0 ||
              sscanf(head + 25, "fnv1a64 %16llx\nbytes %llu\n", &want, &size) != 2) {
     snprintf(err, errlen, "%s: not a spry checkpoint, or its header is damaged (no digest block in the first %d "

@@ -785,11 +785,12 @@ static const char *line_problem(const char *s, size_t n) {
     if (b == e) return "empty section name '[]' (expected [section], e.g. [run])";
     return NULL;
   }
-  const char *eq = memchr(s, '=', n);
+  const char *eq = memchr(s, '=', n), *colon = memchr(s, ':', n); /* inih takes either as the separator */
+  if (!eq || (colon && colon < eq)) eq = colon;
   if (!eq) return "not a [section], key = value, or ; comment";
   size_t k = (size_t)(eq - s);
   while (k > 0 && (s[k - 1] == ' ' || s[k - 1] == '\t')) k--;
-  if (k == 0) return "no key before '='";
+  if (k == 0) return "no key before the '=' (or ':')";
   for (size_t i = 0; i < k; i++)
     if (s[i] == '[' || s[i] == ']') return "a key name cannot contain '[' or ']' (a section header and a key on one line?)";
   return NULL;

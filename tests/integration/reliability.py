@@ -11,7 +11,7 @@
                    accepted (every flip or cut outside the digest block's zero padding must be refused, naming the
                    checkpoint); a changed base model is never accepted (its checksum covers every byte of weights).
   --part config    configuration text that inih misread in silence: CR-only line ends are read as line ends,
-                   `[run] rounds = 5` on one line, `[]`, `key: value`, `= 3` are errors naming the file and line.
+                   `[run] rounds = 5` on one line, `[]`, `key value`, `= 3` are errors naming the file and line.
   --part output    --output resolving to an input (config, dataset, base model; by name, symlink, hard link; the
                    derived checkpoint path too) is refused even with --force, and the input is unchanged; the same
                    for spry pretrain; --output '' is refused with a message.
@@ -224,8 +224,9 @@ def part_config():
         ("crlf", b"[run]\r\nrounds = 5\r\n", None, "5"),
         ("one-line", b"[run] rounds = 5\n", ["one-line.ini:1:", "text after a section header"], None),
         ("empty-section", b"[run]\nrounds = 5\n[]\nclients = 8\n", ["empty-section.ini:3:", "empty section name"], None),
-        ("colon", b"[run]\nrounds: 5\n", ["colon.ini:2:", "rounds: 5"], None),
-        ("no-key", b"[run]\n= 5\n", ["no-key.ini:2:", "no key before"], None),
+        ("colon", b"[run]\nrounds: 5\n", None, "5"),  # ':' is inih's other separator (docs/configuration.md)
+        ("no-separator", b"[run]\nrounds 5\n", ["no-separator.ini:2:", "rounds 5"], None),
+        ("no-key", b"[run]\n= 5\n", ["no-key.ini:2:", "no key before the"], None),
         ("unclosed", b"[run\nrounds = 5\n", ["unclosed.ini:1:", "closing ']'"], None),
     ]
     for name, text, frags, rounds in cases:
