@@ -133,6 +133,29 @@ int spry_info_main(const char *path) {
   spry_h5_attr_int(f, "clients_per_round", &M);
   spry_h5_attr_int(f, "n_class", &C);
   spry_h5_attr_int(f, "K", &K);
+  /* a damaged file says so instead of printing blanks and zeros */
+  const char *bad = NULL;
+  char why[256] = "";
+  hsize_t mdims[4] = {0, 0, 0, 0};
+  if (strcmp(status, "running") != 0 && strcmp(status, "complete") != 0 && strcmp(status, "stopped") != 0 &&
+      strcmp(status, "nonfinite") != 0)
+    bad = "status", snprintf(why, sizeof why, "'%s' (expected running, complete, stopped or nonfinite)", status);
+  else if (planned < 1 || planned > 100000000)
+    bad = "rounds_planned", snprintf(why, sizeof why, "%lld (expected 1 .. 10^8)", (long long)planned);
+  else if (done < 0 || done > planned)
+    bad = "rounds_done", snprintf(why, sizeof why, "%lld (expected 0 .. rounds_planned = %lld)", (long long)done,
+                                  (long long)planned);
+  else if (d < 1 || L < 1 || L > 100000 || N < 1 || M < 1 || M > N || C < 1 || K < 0)
+    bad = "d, n_blocks, n_clients, clients_per_round, n_class or K",
+    snprintf(why, sizeof why, "%lld, %lld, %lld, %lld, %lld, %lld", (long long)d, (long long)L, (long long)N,
+             (long long)M, (long long)C, (long long)K);
+  else if (spry_h5_dims(f, "/rounds/metrics", mdims) != 1 || mdims[0] < (hsize_t)done)
+    bad = "/rounds/metrics", snprintf(why, sizeof why, "missing or shorter than rounds_done = %lld rows", (long long)done);
+  if (bad) {
+    fprintf(stderr, "spry info: %s: damaged or incomplete run file: %s is %s\n", path, bad, why);
+    H5Fclose(f);
+    return 2;
+  }
   printf("run file     %s\n", path);
   printf("format       %s v%lld, written by spry %s (git %s), created %s on %lld rank(s)\n", format,
          (long long)version, ver, commit, created, (long long)world);
@@ -246,6 +269,35 @@ int spry_info_main(const char *path) {
   H5Tclose(rt);
   spry_free(&mr);
   spry_free(&rr);
+  /* the final weights against their checksum (run files since the checksum existed) */
+  hsize_t wd[4];
+  if (strcmp(status, "complete") == 0 && spry_h5_dims(f, "/model/w_final", wd) == 1) {
+    uint64_t want = 0;
+    hid_t ds = H5Dopen2(f, "/model/w_final", H5P_DEFAULT);
+    hid_t a = ds >= 0 && H5Aexists(ds, "fnv1a64") > 0 ? H5Aopen(ds, "fnv1a64", H5P_DEFAULT) : -1;
+    int have = a >= 0 && H5Aget_storage_size(a) == sizeof want && H5Aread(a, H5T_NATIVE_UINT64, &want) >= 0;
+    if (a >= 0) H5Aclose(a);
+    if (ds >= 0) H5Dclose(ds);
+    if (wd[0] != (hsize_t)d) {
+      fprintf(stderr, "spry info: %s: /model/w_final holds %llu weights, d = %lld\n", path, (unsigned long long)wd[0],
+              (long long)d);
+      rc = 2;
+    } else if (!have) {
+      printf("w_final      %lld weights, no checksum (a run file written before it existed)\n", (long long)d);
+    } else {
+      float *w = spry_alloc_floats("info", (size_t)d);
+      uint64_t got = spry_h5_read(f, "/model/w_final", H5T_NATIVE_FLOAT, w, (size_t)d) == 0
+                         ? spry_fnv1a(w, sizeof(float) * (size_t)d, 0) : ~want;
+      spry_free(&w);
+      if (got == want) {
+        printf("w_final      %lld weights, checksum %016" PRIx64 " verified\n", (long long)d, want);
+      } else {
+        fprintf(stderr, "spry info: %s: /model/w_final is corrupt: checksum %016" PRIx64 ", stored %016" PRIx64 "\n",
+                path, got, want);
+        rc = 2;
+      }
+    }
+  }
   char resume[8192] = "";
   if (spry_h5_attr_str(f, "resume_log", resume, sizeof resume) == 0 && resume[0] && resume[0] != ' ')
     printf("resumed      %s\n", resume);
