@@ -15,8 +15,8 @@
  *   zeroth:   j_k = (f(w + eps v_k) - f(w - eps v_k)) / (2 eps), same g (MeZO with K = 1, BAFFLE with K > 1).
  *   backprop: g = grad_S f by reverse mode.
  *   fwdllm:   forward gradients whose k-th tangent is the best of C candidates by |cos(v, g_prev)| with the
- *             previous round's global gradient estimate g_prev, K doubling (up to max_K) while the estimated
- *             variance of g, tr Var / ||g||^2, stays above the threshold (docs/federation.md).
+ *             previous round's global gradient estimate g_prev, K doubling (up to max_K) until the estimated
+ *             tr Var(g) is at most threshold x an unbiased estimate of ||g||^2 (spry_fwdllm_variance_test).
  * Batches: each local epoch (and the single iteration step) draws a permutation of the client's training
  * examples keyed (seed, DATA, round, client, step = epoch); batch b is its entries [bB, bB + B).
  * Everything is a function of (global weights, plan, configuration, client id): the rank does not matter.
@@ -78,6 +78,22 @@ const spry_client_result *spry_client_run(spry_client_runner *r, uint32_t round,
                                           const unsigned char *active, const float *w_global,
                                           const int32_t *train_idx, int n_train, const int32_t *test_idx,
                                           int n_test, const float *g_prev);
+
+/* FwdLLM's variance control (docs/federation.md). From K >= 2 single-tangent estimates X_k = j_k v_k (restricted to
+ * the client's blocks), given sum_sq = sum_k ||X_k||^2 and mean_sq = ||(1/K) sum_k X_k||^2:
+ *   var_mean = (sum_sq - K mean_sq) / (K (K-1))   unbiased estimate of tr Var(mean) (the mean's squared error)
+ *   grad_sq  = mean_sq - var_mean                 unbiased estimate of ||E X||^2 (= ||g||^2 for plain tangents)
+ *   enough   = var_mean <= threshold * max(grad_sq, 0)
+ * i.e. the estimated relative squared error of the mean is at most `threshold`. For isotropic Gaussian tangents
+ * over d_S coordinates, var_mean / ||g||^2 = (d_S + 1) / K, so the test passes at K ~ (d_S + 1) / threshold.
+ * An all-zero estimate (g = 0) passes at once (0 <= 0). K < 2: var_mean and grad_sq are NaN, enough = 0. */
+typedef struct {
+  double var_mean, grad_sq;
+  int enough;
+} spry_fwdllm_variance;
+spry_fwdllm_variance spry_fwdllm_variance_test(int K, double sum_sq, double mean_sq, double threshold);
+/* The next K of the doubling schedule: K itself when the test passes or K >= K_max (stop), else min(2K, K_max). */
+int spry_fwdllm_next_K(int K, int K_max, double sum_sq, double mean_sq, double threshold);
 
 /* Loss sum and correct count of the model's current weights on examples idx[n] in batches of the runner's
  * batch size: *loss_sum = sum over examples of the loss, *correct = argmax hits (classification). */

@@ -54,6 +54,8 @@ extern "C" {
 /* ---- value types of enum keys; each enum's names (in the table) are listed in value order ---------------- */
 
 typedef enum { SPRY_SKEW_NONE = 0, SPRY_SKEW_LOGNORMAL = 1, SPRY_SKEW_POWERLAW = 2 } spry_quantity_skew;
+/* fl.partition; the same values as spry/partition.h's spry_partition_mode */
+typedef enum { SPRY_FL_PARTITION_POOL = 0, SPRY_FL_PARTITION_SAMPLED = 1, SPRY_FL_PARTITION_HOMOGENEOUS = 2 } spry_fl_partition;
 typedef enum { SPRY_WEIGHT_SAMPLES = 0, SPRY_WEIGHT_UNIFORM = 1 } spry_weighting;
 typedef enum {
   SPRY_PRESET_SPRY = 0,
@@ -130,6 +132,8 @@ typedef struct {
   double quantity_param; /* lognormal sigma or power-law exponent */
   double test_fraction;  /* share of examples held out for evaluation */
   spry_weighting weighting;
+  spry_fl_partition partition; /* how client data is drawn from the train pool (spry/partition.h) */
+  int examples_per_client;     /* 0 = unused (pool: the whole pool; homogeneous: the whole pool each) */
 } spry_config_fl;
 
 typedef struct {

@@ -29,7 +29,8 @@ typedef struct {
  * length uniform in [max_len/2, max_len] and each position is, with probability 1/3, a keyword of c (at least one
  * keyword per example), otherwise a noise token shared by all classes. Labels are balanced (example i has class
  * i mod n_class before shuffling). test_fraction of the examples are held out. Deterministic in seed.
- * Needs vocab_size >= 4 * n_class. */
+ * Random streams (purpose SPRY_RNG_DATASET, which nothing else uses): example i from (seed, DATASET, client 1,
+ * step i); the held-out shuffle from (seed, DATASET, client 2). Needs vocab_size >= 4 * n_class. */
 spry_dataset *spry_dataset_synthetic(int n, int n_class, int vocab_size, int max_len, double test_fraction,
                                      uint32_t seed);
 void spry_dataset_free(spry_dataset **ds);

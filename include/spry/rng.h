@@ -10,7 +10,8 @@
  * Limits: k < 2^24, purpose < 256, stream length < 2^34 elements.
  *
  * Normal variates use Box-Muller on the two pairs of uniforms of one Philox block: elements 4c..4c+3 come from
- * counter c. Rademacher variates use one bit of one 32-bit word per element.
+ * counter c. Rademacher variates use one bit of one 32-bit word per element. The exact mapping, precisely enough
+ * to regenerate any tangent outside C: docs/runfile.md "Regenerating tangents".
  */
 #ifndef SPRY_RNG_H
 #define SPRY_RNG_H
@@ -26,10 +27,12 @@ extern "C" {
 typedef enum {
   SPRY_RNG_TANGENT = 1,   /* forward-gradient / zeroth-order directions v_k */
   SPRY_RNG_INIT = 2,      /* parameter initialisation (backbone, LoRA A, head) */
-  SPRY_RNG_DATA = 3,      /* synthetic data, batch orders */
+  SPRY_RNG_DATA = 3,      /* batch orders (client = client id, round = t, step = local epoch); pretraining windows */
   SPRY_RNG_PARTITION = 4, /* client data partition (Dirichlet, quantity skew) */
   SPRY_RNG_SAMPLE = 5,    /* client sampling per round */
   SPRY_RNG_ASSIGN = 6,    /* random Spry block assignment per round */
+  SPRY_RNG_DATASET = 7,   /* the synthetic dataset itself (examples, held-out split): never shares a key with the
+                           * batch orders of purpose DATA, whatever the client ids and rounds */
   SPRY_RNG_TEST = 200     /* tests only */
 } spry_rng_purpose;
 
@@ -78,6 +81,10 @@ static inline spry_rng_stream spry_rng_stream_at(spry_rng_key key) {
 double spry_stream_uniform(spry_rng_stream *s);  /* (0,1) */
 double spry_stream_normal(spry_rng_stream *s);   /* N(0,1) */
 double spry_stream_gamma(spry_rng_stream *s, double shape); /* Gamma(shape, 1), shape > 0 */
+/* log of a Gamma(shape, 1) draw, consuming exactly the uniforms spry_stream_gamma would (so it is the log of the
+ * same draw), but finite for any shape > 0: for shape < 1 the boost Gamma(a+1) * U^(1/a) is summed as logs,
+ * log Gamma(a+1) + log(U)/a, which spry_stream_gamma underflows to 0 for a <~ 0.01 (e.g. a = 1e-4: ~ -1e4). */
+double spry_stream_log_gamma(spry_rng_stream *s, double shape);
 uint32_t spry_stream_below(spry_rng_stream *s, uint32_t n); /* uniform in [0, n); relative bias < n / 2^53 */
 /* Fisher-Yates shuffle of idx[0..n). */
 void spry_stream_shuffle(spry_rng_stream *s, int32_t *idx, size_t n);

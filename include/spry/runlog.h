@@ -6,7 +6,8 @@
  *                     rounds_done (THE rule for readers: rows >= rounds_done are not finished), status, times
  *   /axes             dimension scales: round, slot, client, class, parameter, block, step, k, batch
  *   /model            parameter table, blocks and their sizes d_l, initial and final trainable weights
- *   /partition        per-client label counts [N, C], sizes, Dirichlet proportions, class names
+ *   /partition        per-client label counts [N, C], sizes, Dirichlet proportions, class names; realised
+ *                     proportions and their distance to the draw, pool label counts
  *   /rounds           one row per round: metrics, resources, s_l, and (dense/oracle) global gradients and the
  *                     oracle's statistics
  *   /slots            one row per round and participant: client, rank, assignment, losses, steps, jvp scalars,

@@ -112,6 +112,43 @@ static void print_bytes(const char *label, double b) {
   printf("%s%.2f %s", label, b, u[i]);
 }
 
+/* The partition: mode and how far each client's realised train label mix is from its Dirichlet draw (total
+ * variation, computed from /partition/label_counts and /partition/proportions, so v1 files show it too). */
+static void print_partition(hid_t f, int64_t N, int64_t C) {
+  if (N <= 0 || C <= 0 || H5Lexists(f, "partition", H5P_DEFAULT) <= 0) return;
+  int32_t *counts = spry_alloc("info", sizeof(int32_t) * (size_t)(N * C));
+  double *pi = spry_alloc("info", sizeof(double) * (size_t)(N * C));
+  if (spry_h5_read(f, "/partition/label_counts", H5T_NATIVE_INT32, counts, (size_t)(N * C)) == 0 &&
+      spry_h5_read(f, "/partition/proportions", H5T_NATIVE_DOUBLE, pi, (size_t)(N * C)) == 0) {
+    double sum = 0, worst = 0;
+    int64_t worst_m = 0;
+    for (int64_t m = 0; m < N; m++) {
+      int64_t n = 0;
+      for (int64_t c = 0; c < C; c++) n += counts[m * C + c];
+      double tv = 0;
+      for (int64_t c = 0; c < C; c++) tv += fabs((n > 0 ? (double)counts[m * C + c] / n : 0.0) - pi[m * C + c]);
+      tv *= 0.5;
+      sum += tv;
+      if (tv > worst) worst = tv, worst_m = m;
+    }
+    char mode[32] = "pool";
+    int64_t per = 0;
+    hid_t g = H5Gopen2(f, "partition", H5P_DEFAULT);
+    if (g >= 0) {
+      if (H5Aexists(g, "partition") > 0) spry_h5_attr_str(g, "partition", mode, sizeof mode);
+      if (H5Aexists(g, "examples_per_client") > 0) spry_h5_attr_int(g, "examples_per_client", &per);
+      H5Gclose(g);
+    }
+    printf("partition    %s", mode);
+    if (per > 0) printf(" (fl.examples_per_client = %lld)", (long long)per);
+    printf("; realised vs drawn train label mix, total variation: mean %.4f, max %.4f (client %lld) over %lld "
+           "clients\n",
+           sum / (double)N, worst, (long long)worst_m, (long long)N);
+  }
+  spry_free(&counts);
+  spry_free(&pi);
+}
+
 int spry_info_main(const char *path) {
   char err[4400];
   if (!spry_h5_probe(path, err, sizeof err)) {
@@ -165,6 +202,7 @@ int spry_info_main(const char *path) {
     printf("\n");
   }
   spry_free(&bsize);
+  print_partition(f, N, C);
 
   /* the configuration: the keys that are not at their defaults */
   int personal_epochs = 0;

@@ -128,6 +128,15 @@ double spry_stream_gamma(spry_rng_stream *s, double shape) {
   }
 }
 
+double spry_stream_log_gamma(spry_rng_stream *s, double shape) {
+  SPRY_CHECK(shape > 0.0 && isfinite(shape), "gamma shape must be finite and > 0, got %g", shape);
+  if (shape < 1.0) {
+    double lg = log(spry_stream_gamma(s, shape + 1.0)); /* shape + 1 >= 1: a normal, positive double */
+    return lg + log(spry_stream_uniform(s)) / shape;
+  }
+  return log(spry_stream_gamma(s, shape));
+}
+
 uint32_t spry_stream_below(spry_rng_stream *s, uint32_t n) {
   SPRY_CHECK(n > 0, "spry_stream_below: n must be > 0");
   /* 53-bit uniform scaled: bias < n / 2^53, negligible for the sizes used (n < 2^31). */

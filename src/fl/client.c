@@ -150,10 +150,24 @@ static void ensure_steps(spry_client_runner *r, int steps) {
   r->steps_cap = steps;
 }
 
+spry_fwdllm_variance spry_fwdllm_variance_test(int K, double sum_sq, double mean_sq, double threshold) {
+  spry_fwdllm_variance v = {.var_mean = NAN, .grad_sq = NAN, .enough = 0};
+  if (K < 2) return v;
+  v.var_mean = (sum_sq - K * mean_sq) / ((double)K * (K - 1));
+  v.grad_sq = mean_sq - v.var_mean;
+  v.enough = v.var_mean <= threshold * (v.grad_sq > 0 ? v.grad_sq : 0.0);
+  return v;
+}
+
+int spry_fwdllm_next_K(int K, int K_max, double sum_sq, double mean_sq, double threshold) {
+  if (K >= K_max || spry_fwdllm_variance_test(K, sum_sq, mean_sq, threshold).enough) return K;
+  return 2 * K < K_max ? 2 * K : K_max;
+}
+
 /* FwdLLM on one batch (docs/federation.md): the k-th kept tangent is the candidate, among stream indices
  * k*C .. k*C + C-1, with the largest |cos(v, g_prev)| over the active blocks (ties: the lowest index; no g_prev
- * yet: the first candidate). K starts at method.K and doubles, up to the cap, while the estimated variance of
- * the mean estimate relative to its squared norm, tr Var(g) / ||g||^2, is above method.fwdllm_threshold. */
+ * yet: the first candidate). K starts at method.K and doubles, up to the cap, until the variance test
+ * (spry_fwdllm_variance_test: tr Var(mean) <= threshold * unbiased ||g||^2) passes. */
 static float fwdllm_step(spry_client_runner *r, const spry_batch *b, spry_tangent_spec spec, const float *g_prev,
                          float *scalars, uint32_t *k_index, int *K_used) {
   const spry_block *blocks = spry_model_blocks(r->model);
@@ -198,13 +212,13 @@ static float fwdllm_step(spry_client_runner *r, const spry_batch *b, spry_tangen
     all.K = K;
     spry_forward_gradient(r->model, &all, scalars, r->g);
     if (K >= Kmax) break;
-    /* unbiased sample variance of the K single-tangent estimates j_k v_k, divided by K: Var of their mean */
+    /* the K single-tangent estimates j_k v_k: sum of their squared norms, and the squared norm of their mean */
     double g2 = 0, e2 = 0;
     for (size_t i = 0; i < r->d; i++) g2 += (double)r->g[i] * r->g[i];
     for (int k = 0; k < K; k++) e2 += (double)scalars[k] * scalars[k] * r->cand_norm2[k];
-    double var_mean = (e2 - K * g2) / ((double)K * (K - 1));
-    if (g2 > 0 && var_mean / g2 <= r->cfg->method.fwdllm_threshold) break;
-    K = 2 * K < Kmax ? 2 * K : Kmax;
+    int next = spry_fwdllm_next_K(K, Kmax, e2, g2, r->cfg->method.fwdllm_threshold);
+    if (next == K) break;
+    K = next;
   }
   *K_used = K;
   return loss;

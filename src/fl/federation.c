@@ -166,7 +166,20 @@ spry_fed *spry_fed_create(const spry_config *cfg, MPI_Comm comm) {
              : cfg->fl.quantity_skew == SPRY_SKEW_POWERLAW ? SPRY_SIZES_POWERLAW
                                                              : SPRY_SIZES_EQUAL;
   pc.size_param = cfg->fl.quantity_param;
-  if ((size_t)f->n_pool < (size_t)pc.n_clients * (size_t)pc.min_size)
+  _Static_assert((int)SPRY_FL_PARTITION_SAMPLED == (int)SPRY_PARTITION_SAMPLED &&
+                     (int)SPRY_FL_PARTITION_HOMOGENEOUS == (int)SPRY_PARTITION_HOMOGENEOUS,
+                 "fl.partition values follow spry/partition.h");
+  pc.mode = (spry_partition_mode)cfg->fl.partition;
+  if (pc.mode == SPRY_PARTITION_POOL) /* pool: deal out N * examples_per_client examples (0 = all of them) */
+    pc.total_examples = (size_t)cfg->fl.examples_per_client * (size_t)pc.n_clients;
+  else
+    pc.examples_per_client = cfg->fl.examples_per_client;
+  if (pc.total_examples > (size_t)f->n_pool)
+    spry_fatal("fl.partition = pool deals out fl.clients x fl.examples_per_client = %d x %d = %zu examples without "
+               "replacement, but the dataset's train split has %d (allowed: fl.examples_per_client <= %d, or "
+               "fl.partition = sampled, whose clients may share examples)",
+               pc.n_clients, cfg->fl.examples_per_client, pc.total_examples, f->n_pool, f->n_pool / pc.n_clients);
+  if (pc.mode == SPRY_PARTITION_POOL && (size_t)f->n_pool < (size_t)pc.n_clients * (size_t)pc.min_size)
     spry_fatal("fl.clients = %d need at least %d training examples (%d each), the dataset's train split has %d",
                pc.n_clients, pc.n_clients * pc.min_size, pc.min_size, f->n_pool);
   f->part = spry_partition_create(pool_labels, (size_t)f->n_pool, &pc);

@@ -23,6 +23,7 @@
 _Static_assert(sizeof(spry_task) == sizeof(int), "enum size");
 _Static_assert(sizeof(spry_quantity_skew) == sizeof(int), "enum size");
 _Static_assert(sizeof(spry_weighting) == sizeof(int), "enum size");
+_Static_assert(sizeof(spry_fl_partition) == sizeof(int), "enum size");
 _Static_assert(sizeof(spry_preset) == sizeof(int), "enum size");
 _Static_assert(sizeof(spry_estimator) == sizeof(int), "enum size");
 _Static_assert(sizeof(spry_split) == sizeof(int), "enum size");
@@ -43,6 +44,8 @@ static const char *const SKEW_NAMES[] = {"none", "lognormal", "powerlaw", NULL};
 NAMES_MATCH(SKEW_NAMES, SPRY_SKEW_POWERLAW);
 static const char *const WEIGHTING_NAMES[] = {"samples", "uniform", NULL};
 NAMES_MATCH(WEIGHTING_NAMES, SPRY_WEIGHT_UNIFORM);
+static const char *const PARTITION_NAMES[] = {"pool", "sampled", "homogeneous", NULL};
+NAMES_MATCH(PARTITION_NAMES, SPRY_FL_PARTITION_HOMOGENEOUS);
 static const char *const PRESET_NAMES[] = {"spry",    "fedfgd", "fedavg", "fedyogi",      "fedsgd",
                                            "fedmezo", "baffle", "fwdllm", "fedavg-split", "custom", NULL};
 NAMES_MATCH(PRESET_NAMES, SPRY_PRESET_CUSTOM);
@@ -222,6 +225,16 @@ static const spry_config_key KEYS[] = {
             "Share of the examples held out as the global test set."),
     KEY_ENUM("fl", "weighting", fl.weighting, "samples", WEIGHTING_NAMES, 0,
              "Aggregation weights: p_m = n_m / sum n (samples) or 1/M (uniform)."),
+    KEY_ENUM("fl", "partition", fl.partition, "pool", PARTITION_NAMES, 0,
+             "Client data from the train pool: pool = dealt out without replacement (classes run out, so the realised "
+             "label mix follows the Dirichlet draw only roughly); sampled = each client draws its own "
+             "examples_per_client examples from class pools that never run out (clients may share examples; realised "
+             "train proportions = the draw up to rounding, error < 1/n_train per class); homogeneous = every client "
+             "holds the same examples (Theorem 1.1)."),
+    KEY_INT("fl", "examples_per_client", fl.examples_per_client, "0", 0, BIG, 0,
+            "Examples per client, train + local test (0 = unused). sampled: required, >= 2, the mean size under "
+            "quantity_skew; homogeneous: every client's size (0 = the whole train pool); pool: deal out only "
+            "clients x this many examples (0 = the whole pool)."),
     /* [method] */
     KEY_ENUM("method", "preset", method.preset, "spry", PRESET_NAMES, NOHASH,
              "Named method (THEORY 2-3) supplying the preset keys; `custom` = none (table defaults). Not "
@@ -263,8 +276,9 @@ static const spry_config_key KEYS[] = {
              "Spry: the head block goes to every client of the round (no effect with method.split = none, where "
              "every client trains every block, or without a trainable head)."),
     KEY_DBL("method", "fwdllm_threshold", method.fwdllm_threshold, "0.15", 0, 1e6, GT,
-            "FwdLLM: add perturbations until the variance of the averaged estimate, relative to its squared "
-            "norm, is at most this."),
+            "FwdLLM: double the perturbations (up to fwdllm_max_K) until the estimated tr Var of the averaged "
+            "estimate is at most this times an unbiased estimate of the squared gradient norm (a relative squared "
+            "error; Gaussian tangents over d coordinates pass at K ~ (d+1) / this). docs/federation.md."),
     KEY_INT("method", "fwdllm_candidates", method.fwdllm_candidates, "10", 1, 10000, 0,
             "FwdLLM: candidate tangents drawn per kept one; the kept one has the largest absolute cosine with "
             "the previous round's global gradient (1 = no selection)."),
@@ -1064,8 +1078,27 @@ static void xc_fwdllm(const spry_config *c, errbuf *eb) {
     XERR("method.fwdllm_max_K = %d is below method.K = %d (allowed: method.K .. 65536)", c->method.fwdllm_max_K,
          c->method.K);
 }
+static void xc_partition(const spry_config *c, errbuf *eb) {
+  if (c->fl.partition == SPRY_FL_PARTITION_SAMPLED && c->fl.examples_per_client < 2)
+    XERR("fl.partition = sampled needs fl.examples_per_client >= 2 (each client's train + local test examples), "
+         "got %d",
+         c->fl.examples_per_client);
+  if (c->fl.partition == SPRY_FL_PARTITION_HOMOGENEOUS && c->fl.examples_per_client == 1)
+    XERR("fl.partition = homogeneous with fl.examples_per_client = 1 is not allowed (allowed: 0 = the whole train "
+         "pool, or >= 2)");
+  if (c->fl.partition == SPRY_FL_PARTITION_HOMOGENEOUS && c->fl.quantity_skew != SPRY_SKEW_NONE)
+    XERR("fl.partition = homogeneous gives every client the same examples, so fl.quantity_skew = %s is not "
+         "allowed (set fl.quantity_skew = none)",
+         SKEW_NAMES[c->fl.quantity_skew]);
+  if (c->fl.partition == SPRY_FL_PARTITION_POOL && c->fl.examples_per_client == 1)
+    XERR("fl.partition = pool with fl.examples_per_client = 1 is not allowed (allowed: 0 = the whole pool, or >= 2)");
+  if ((double)c->fl.clients * c->fl.examples_per_client > 2147483647.0)
+    XERR("fl.clients = %d x fl.examples_per_client = %d exceeds 2^31-1 examples in all", c->fl.clients,
+         c->fl.examples_per_client);
+}
 static void xc_synthetic_size(const spry_config *c, errbuf *eb) {
   if (strcmp(c->data.dataset, "synthetic") != 0) return;
+  if (c->fl.partition != SPRY_FL_PARTITION_POOL) return; /* sampled / homogeneous clients share the pool */
   double train = floor((double)c->data.n_examples * (1.0 - c->fl.test_fraction));
   if (train < (double)c->fl.clients) {
     char tf[32];
@@ -1116,8 +1149,12 @@ static const cross_check CROSS_CHECKS[] = {
     {"`method.estimator = backprop` needs `method.K = 1` (exact gradients take no perturbations).", xc_backprop_k},
     {"`method.estimator = fwdllm` needs `method.K >= 2` (its variance test) and `method.fwdllm_max_K >= method.K`.",
      xc_fwdllm},
-    {"`data.dataset = synthetic`: floor(`data.n_examples` * (1 - `fl.test_fraction`)) >= `fl.clients` (each client "
-     "gets at least one training example).",
+    {"`fl.partition = sampled` needs `fl.examples_per_client >= 2`; `homogeneous` needs `fl.quantity_skew = none` "
+     "and `fl.examples_per_client` 0 or >= 2; `pool` takes 0 or >= 2; `fl.clients * fl.examples_per_client` < "
+     "2^31.",
+     xc_partition},
+    {"`data.dataset = synthetic`, `fl.partition = pool`: floor(`data.n_examples` * (1 - `fl.test_fraction`)) >= "
+     "`fl.clients` (each client gets at least one training example).",
      xc_synthetic_size},
     {"`pretrain.batch_size` is a multiple of `pretrain.micro_batch`.", xc_pretrain_batch},
     {"`pretrain.seq_len` is 0 (= `model.n_ctx`) or in 2 .. `model.n_ctx`.", xc_pretrain_seq_len},

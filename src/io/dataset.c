@@ -35,7 +35,7 @@ spry_dataset *spry_dataset_synthetic(int n, int n_class, int vocab, int max_len,
   int kw = vocab / (2 * n_class);
   int noise_lo = kw * n_class, n_noise = vocab - noise_lo;
   for (int i = 0; i < n; i++) {
-    spry_rng_stream st = spry_rng_stream_at((spry_rng_key){.seed = seed, .purpose = SPRY_RNG_DATA, .client = 1,
+    spry_rng_stream st = spry_rng_stream_at((spry_rng_key){.seed = seed, .purpose = SPRY_RNG_DATASET, .client = 1,
                                                            .step = (uint32_t)i});
     int c = i % n_class;
     int len = max_len / 2 + (int)spry_stream_below(&st, (uint32_t)(max_len - max_len / 2 + 1));
@@ -57,7 +57,7 @@ spry_dataset *spry_dataset_synthetic(int n, int n_class, int vocab, int max_len,
   /* Held-out set: a seeded shuffle, the first test_fraction of it. */
   int32_t *perm = spry_alloc("dataset", sizeof(int32_t) * (size_t)n);
   for (int i = 0; i < n; i++) perm[i] = i;
-  spry_rng_stream st = spry_rng_stream_at((spry_rng_key){.seed = seed, .purpose = SPRY_RNG_DATA, .client = 2});
+  spry_rng_stream st = spry_rng_stream_at((spry_rng_key){.seed = seed, .purpose = SPRY_RNG_DATASET, .client = 2});
   spry_stream_shuffle(&st, perm, (size_t)n);
   int n_test = (int)(test_fraction * n);
   for (int i = 0; i < n_test; i++) ds->is_test[perm[i]] = 1;

@@ -514,11 +514,25 @@ static void write_partition(spry_runlog *g, const spry_partition *part, const sp
   attr_text(grp, "quantity_skew", v);
   spry_h5_write_attr_double(grp, "quantity_param", g->cfg.fl.quantity_param);
   spry_h5_write_attr_double(grp, "test_fraction", g->cfg.fl.test_fraction);
+  attr_text(grp, "partition", spry_partition_mode_name(part->mode));
+  spry_h5_write_attr_int(grp, "examples_per_client", (int64_t)g->cfg.fl.examples_per_client);
   hsize_t nc[2] = {(hsize_t)g->N, (hsize_t)g->C}, n1[1] = {(hsize_t)g->N}, c1[1] = {(hsize_t)g->C};
   int ax_nc[2] = {AX_CLIENT, AX_CLASS}, ax_n[1] = {AX_CLIENT}, ax_c[1] = {AX_CLASS};
   write_static(g, grp, "label_counts", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, nc, part->train_counts, ax_nc);
   write_static(g, grp, "test_label_counts", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, nc, part->test_counts, ax_nc);
   write_static(g, grp, "proportions", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, nc, part->proportions, ax_nc);
+  /* realised vs drawn (THEORY 5.6): the train label mix each client really holds, and its distance to pi_m */
+  double *realised = spry_alloc("run file", sizeof(double) * (size_t)g->N * (size_t)(g->C > 0 ? g->C : 1));
+  double *distance = spry_alloc("run file", sizeof(double) * (size_t)g->N);
+  for (int m = 0; m < g->N; m++) {
+    spry_partition_realised(part, m, realised + (size_t)m * g->C);
+    distance[m] = spry_partition_distance(part, m);
+  }
+  write_static(g, grp, "realised_proportions", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 2, nc, realised, ax_nc);
+  write_static(g, grp, "proportion_distance", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, n1, distance, ax_n);
+  write_static(g, grp, "pool_label_counts", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, c1, part->pool_counts, ax_c);
+  spry_free(&realised);
+  spry_free(&distance);
   int32_t *n_train = spry_alloc("run file", sizeof(int32_t) * (size_t)g->N);
   int32_t *n_test = spry_alloc("run file", sizeof(int32_t) * (size_t)g->N);
   for (int m = 0; m < g->N; m++) {

@@ -34,6 +34,13 @@ cases = [
     ("sequences longer than n_ctx", run(["data.seq_len=32"]), 2, ["seq_len", "32"]),
     ("zero perturbations", run(["method.K=0"]), 2, ["method.K", "0"]),
     ("alpha not positive", run(["fl.alpha=0"]), 2, ["fl.alpha", "0"]),
+    ("sampled without examples_per_client", run(["fl.partition=sampled"]), 2,
+     ["fl.partition = sampled", "fl.examples_per_client"]),
+    # TINY's train pool has 160 examples per class; a one-hot client (alpha 1e-4) of 500 needs 400 of one class
+    ("sampled class pool too small", run(["fl.partition=sampled", "fl.examples_per_client=500", "fl.alpha=1e-4"]), 1,
+     ["fl.examples_per_client", "500", "smallest class pool"]),
+    ("pool dealt out beyond the pool", run(["fl.examples_per_client=100"]), 1,
+     ["fl.examples_per_client", "100", "fl.partition = sampled"]),
     ("missing config file", ["run", "--config", os.path.join(tmp, "missing.ini")], 2, ["missing.ini"]),
     ("INI syntax error", ["run", "--config", syntax], 2, ["syntax.ini", "line 1"]),
     ("missing dataset file", run(["data.dataset=" + os.path.join(tmp, "nothere.h5")]), 1, ["nothere.h5"]),

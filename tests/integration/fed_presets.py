@@ -2,7 +2,10 @@
 and Spry does so with more clients than blocks (M > L), as many (M = L) and fewer (M < L); L = 3 here (two
 layers' adapters + the head). Criterion: final held-out loss < 0.97 x the initial model's. The learning rates
 are set per method (forward and zeroth-order estimates need different step sizes than backprop); they were
-chosen on this task and give 4-22% drops, so a method that does not learn fails. Runs are deterministic."""
+chosen on this task and give 4-40% drops, so a method that does not learn fails. Runs are deterministic.
+The forward-gradient and zeroth-order cases with K = 1 over 20 rounds sit within noise of the criterion (on three
+realisations of the synthetic data, seeds 1-3, spry M=4 / fedfgd / fedmezo gave ratios 0.97-1.10): they use K = 8
+over 40 rounds, which gave 0.60-0.91 on all three seeds."""
 import sys
 
 sys.path.insert(0, __import__("os").path.join(__import__("os").path.dirname(__file__), ".."))
@@ -13,15 +16,15 @@ checks = Checks("fed_presets")
 base = TINY + ["run.rounds=20", "run.eval_every=10", "fl.alpha=inf", "run.quiet=true"]
 SPRY_SMALL_M = ["method.preset=spry", "method.K=8", "run.rounds=40", "method.server_lr=0.02"]
 cases = {
-    "spry (M=4 > L=3)": ["method.preset=spry", "method.client_lr=0.003", "method.server_lr=0.03"],
+    "spry (M=4 > L=3)": SPRY_SMALL_M,
     # Fewer clients per round average fewer noisy forward gradients per block: K = 8 tangents and 40 rounds.
     "spry (M=3 = L)": SPRY_SMALL_M + ["fl.clients_per_round=3"],
     "spry (M=2 < L)": SPRY_SMALL_M + ["fl.clients_per_round=2"],
-    "fedfgd": ["method.preset=fedfgd", "method.client_lr=0.01", "method.server_lr=0.03"],
+    "fedfgd": ["method.preset=fedfgd", "method.client_lr=0.01", "method.server_lr=0.03", "method.K=8", "run.rounds=40"],
     "fedavg": ["method.preset=fedavg"],
     "fedyogi": ["method.preset=fedyogi"],
     "fedsgd": ["method.preset=fedsgd", "method.server_lr=0.3"],
-    "fedmezo": ["method.preset=fedmezo", "method.client_lr=0.01"],
+    "fedmezo": ["method.preset=fedmezo", "method.client_lr=0.02", "method.K=8", "run.rounds=40"],
     "baffle": ["method.preset=baffle", "method.server_lr=0.1"],
     "fwdllm": ["method.preset=fwdllm", "method.server_lr=0.1"],
     "fedavg-split": ["method.preset=fedavg-split"],

@@ -1,7 +1,8 @@
 """Collective writes: the run file holds the same data at P = 1, 2 and 3 ranks (every item bitwise, apart from the
 items the file lists as nondeterministic), for Spry at log.gradients = oracle with sample indices, weights and
-personalisation (v2: full local gradients, residuals, secants, personal accuracy) and for FwdLLM at scalars.
-The stop/crash runs log /weights every 3 rounds, so the resume also checks their truncation. Then SIGTERM to `mpirun -n 2`: every rank stops at the round boundary after a checkpoint, and the run
+personalisation (v2: full local gradients, residuals, secants, personal accuracy), for FwdLLM at scalars, and for a
+sampled partition (fl.partition = sampled) at alpha 0.01. The stop/crash runs log /weights every 3 rounds, so the
+resume also checks their truncation. Then SIGTERM to `mpirun -n 2`: every rank stops at the round boundary after a checkpoint, and the run
 resumed at P = 3 ends bitwise equal to the P = 1 run; kill -9 of the whole `mpirun -n 2` job: the file opens and
 the run resumed at P = 2 ends equal too.
 
@@ -25,6 +26,7 @@ def main():
         "spry-oracle": L.TINY + L.sets(log__gradients="oracle", log__sample_indices="true", log__weights_every=2,
                                        eval__personalize_epochs=1),
         "fwdllm-scalars": L.TINY + L.sets(method__preset="fwdllm", method__fwdllm_max_K=4),
+        "sampled-partition": L.TINY + L.sets(fl__partition="sampled", fl__examples_per_client=40, fl__alpha=0.01),
     }
     with tempfile.TemporaryDirectory() as tmp:
         for name, cfg in configs.items():

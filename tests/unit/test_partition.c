@@ -1,5 +1,6 @@
 /* Partition: Dirichlet label-skew moments, IID uniformity, exact cover, fairness of the interleaved draws under
- * exhaustion, quantity-skew size shapes, the local train/test split, determinism.
+ * exhaustion, quantity-skew size shapes, the local train/test split, determinism; the sampled and homogeneous
+ * modes (realised = drawn up to rounding, identical clients) and Dirichlet draws down to alpha = 1e-4.
  *
  * Every random quantity here comes from fixed seeds, so each check's outcome is deterministic; the tolerances
  * are nevertheless confidence intervals derived for a correct implementation (stated at each check), wide enough
@@ -376,6 +377,250 @@ static void combined(void) {
   printf("combined label + quantity skew on a partial pool: structure, sizes and split rule hold\n");
 }
 
+/* Structure of a SAMPLED / HOMOGENEOUS partition: per client, lists ascending, inside the pool, train and test
+ * disjoint (no example twice within a client), counts match the labels, sizes follow the split rule. Sharing
+ * between clients is allowed. Returns the number of clients breaking a rule. */
+static int check_sampled_structure(const spry_partition *p, const int32_t *labels, size_t n, double test_fraction,
+                                   const char *name) {
+  const int N = p->n_clients, C = p->n_classes;
+  uint8_t *seen = calloc(n, 1);
+  int32_t *cnt = malloc((size_t)C * sizeof *cnt);
+  int bad = 0;
+  for (int m = 0; m < N; m++) {
+    int ok = 1;
+    for (int part = 0; part < 2; part++) {
+      const int32_t *idx = part ? spry_partition_test(p, m) : spry_partition_train(p, m);
+      int32_t k = part ? spry_partition_n_test(p, m) : spry_partition_n_train(p, m);
+      memset(cnt, 0, (size_t)C * sizeof *cnt);
+      for (int32_t i = 0; i < k; i++) {
+        if (idx[i] < 0 || (size_t)idx[i] >= n || (i > 0 && idx[i] <= idx[i - 1]) || seen[idx[i]]) {
+          ok = 0;
+          continue;
+        }
+        seen[idx[i]] = 1;
+        cnt[labels[idx[i]]]++;
+      }
+      if (memcmp(cnt, (part ? p->test_counts : p->train_counts) + (size_t)m * C, (size_t)C * sizeof *cnt)) ok = 0;
+    }
+    for (int part = 0; part < 2; part++) { /* clear this client's marks */
+      const int32_t *idx = part ? spry_partition_test(p, m) : spry_partition_train(p, m);
+      int32_t k = part ? spry_partition_n_test(p, m) : spry_partition_n_train(p, m);
+      for (int32_t i = 0; i < k; i++)
+        if (idx[i] >= 0 && (size_t)idx[i] < n) seen[idx[i]] = 0;
+    }
+    int32_t sz = p->size[m], want = (int32_t)floor(test_fraction * sz + 0.5);
+    if (test_fraction > 0 && want < 1) want = 1;
+    if (want > sz - 1) want = sz - 1;
+    if (spry_partition_n_test(p, m) != want || spry_partition_n_train(p, m) != sz - want) ok = 0;
+    double row = 0;
+    for (int c = 0; c < C; c++) row += p->proportions[(size_t)m * C + c];
+    if (fabs(row - 1.0) > 1e-12) ok = 0;
+    bad += !ok;
+  }
+  TEST_CHECK(bad == 0, "%s: %d clients break the structure (ascending, in range, no example twice within a client, "
+             "counts, split rule, proportions summing to 1 within 1e-12)", name, bad);
+  free(seen);
+  free(cnt);
+  return bad;
+}
+
+/* Mean and max over clients of the total variation between realised train proportions and the drawn ones. */
+static void tv_stats(const spry_partition *p, double *mean, double *max) {
+  *mean = 0, *max = 0;
+  for (int m = 0; m < p->n_clients; m++) {
+    double tv = spry_partition_distance(p, m);
+    *mean += tv / p->n_clients;
+    if (tv > *max) *max = tv;
+  }
+}
+
+/* SAMPLED realises the Dirichlet draw. Guarantee (largest-remainder rounding of n_train pi, partition.h): for every
+ * client and class abs(pihat - pi) < 1/n_train, and TV(pihat, pi) <= C / (4 n_train); both are deterministic
+ * bounds, checked with a 1e-12 allowance for the double rounding of pi. Also: the drawn pi are those of the POOL
+ * mode (same step-0 streams), the realised counts are the rounding of n pi exactly, and the same draw with 2x the
+ * examples halves the bound. On a WordNet-sized pool (8 classes x 1600 train examples, 100 clients, 64 or 128
+ * examples each), POOL is printed beside it for alpha 0.01, 0.1, 1: the dealt-out pool has to run classes dry, its
+ * TV is an order of magnitude larger (checked: pool mean TV > 5 x sampled mean TV at alpha <= 0.1, whole pool). */
+static void sampled_realises_draw(void) {
+  const int N = 100, C = 8;
+  size_t n;
+  int32_t *labels = make_pool(C, 1600, &n);
+  const double alphas[3] = {0.01, 0.1, 1.0};
+  printf("realised vs drawn train label mix, TV mean / max over %d clients (8 classes x 1600 train examples):\n", N);
+  printf("  alpha   pool (whole pool, 128 each)   pool (64 each)      sampled (64 each)   sampled (128 each)  "
+         "bound C/(4 n_train) at 64\n");
+  for (int a = 0; a < 3; a++) {
+    spry_partition_config cfg = spry_partition_config_default();
+    cfg.n_clients = N, cfg.n_classes = C, cfg.alpha = alphas[a], cfg.seed = 31 + (uint32_t)a;
+    spry_partition *whole = spry_partition_create(labels, n, &cfg);
+    cfg.total_examples = (size_t)N * 64;
+    spry_partition *pool64 = spry_partition_create(labels, n, &cfg);
+    cfg.total_examples = 0, cfg.mode = SPRY_PARTITION_SAMPLED, cfg.examples_per_client = 64;
+    spry_partition *s64 = spry_partition_create(labels, n, &cfg);
+    cfg.examples_per_client = 128;
+    spry_partition *s128 = spry_partition_create(labels, n, &cfg);
+    char name[64];
+    snprintf(name, sizeof name, "sampled alpha %g", alphas[a]);
+    check_sampled_structure(s64, labels, n, cfg.test_fraction, name);
+    check_sampled_structure(s128, labels, n, cfg.test_fraction, name);
+    TEST_CHECK(memcmp(s64->proportions, whole->proportions, (size_t)N * C * sizeof(double)) == 0,
+               "alpha %g: sampled must draw the same pi_m as pool (step-0 streams)", alphas[a]);
+    const spry_partition *both[2] = {s64, s128};
+    int bad_class = 0, bad_tv = 0, bad_round = 0;
+    for (int v = 0; v < 2; v++)
+      for (int m = 0; m < N; m++) {
+        int32_t ntr = spry_partition_n_train(both[v], m);
+        double ph[8], tv = spry_partition_distance(both[v], m);
+        spry_partition_realised(both[v], m, ph);
+        for (int c = 0; c < C; c++) {
+          double pi = both[v]->proportions[m * C + c], x = ntr * pi;
+          if (fabs(ph[c] - pi) >= 1.0 / ntr + 1e-12) bad_class++;
+          int32_t k = both[v]->train_counts[m * C + c];
+          if (k != (int32_t)floor(x) && k != (int32_t)floor(x) + 1) bad_round++;
+        }
+        if (tv > C / (4.0 * ntr) + 1e-12) bad_tv++;
+      }
+    TEST_CHECK(bad_class == 0, "alpha %g: %d (client, class) pairs with abs(pihat - pi) >= 1/n_train", alphas[a],
+               bad_class);
+    TEST_CHECK(bad_tv == 0, "alpha %g: %d clients with TV > C/(4 n_train)", alphas[a], bad_tv);
+    TEST_CHECK(bad_round == 0, "alpha %g: %d counts are neither floor nor ceil of n_train pi", alphas[a], bad_round);
+    double wm, wx, pm, px, sm, sx, tm, tx;
+    tv_stats(whole, &wm, &wx), tv_stats(pool64, &pm, &px), tv_stats(s64, &sm, &sx), tv_stats(s128, &tm, &tx);
+    printf("  %-6g  %.4f / %.4f               %.4f / %.4f     %.4f / %.4f     %.4f / %.4f     %.4f\n", alphas[a], wm,
+           wx, pm, px, sm, sx, tm, tx, C / (4.0 * spry_partition_n_train(s64, 0)));
+    if (alphas[a] <= 0.1)
+      TEST_CHECK(wm > 5 * sm, "alpha %g: pool TV %.4f should be far above sampled TV %.4f (classes run out)", alphas[a],
+                 wm, sm);
+    spry_partition_free(&whole);
+    spry_partition_free(&pool64);
+    spry_partition_free(&s64);
+    spry_partition_free(&s128);
+  }
+  /* IID sampled: every client the same class counts (pi = 1/C), different examples. */
+  spry_partition_config cfg = spry_partition_config_default();
+  cfg.n_clients = 20, cfg.n_classes = C, cfg.seed = 4, cfg.mode = SPRY_PARTITION_SAMPLED, cfg.examples_per_client = 50;
+  spry_partition *p = spry_partition_create(labels, n, &cfg);
+  check_sampled_structure(p, labels, n, cfg.test_fraction, "sampled IID");
+  int same_counts = 1, same_lists = 1;
+  for (int m = 1; m < 20; m++) {
+    same_counts &= memcmp(p->train_counts, p->train_counts + m * C, C * sizeof(int32_t)) == 0;
+    same_lists &= memcmp(spry_partition_train(p, 0), spry_partition_train(p, m), 40 * sizeof(int32_t)) == 0;
+  }
+  TEST_CHECK(same_counts && !same_lists, "sampled IID: equal class counts (%d) but different examples (%d)",
+             same_counts, !same_lists);
+  spry_partition_free(&p);
+  /* Quantity skew: sizes are spry_partition_sizes of N * examples_per_client. */
+  cfg.sizes = SPRY_SIZES_LOGNORMAL, cfg.size_param = 0.5, cfg.alpha = 0.3;
+  p = spry_partition_create(labels, n, &cfg);
+  int32_t want[20];
+  spry_partition_sizes(&cfg, 20 * 50, want);
+  TEST_CHECK(memcmp(want, p->size, sizeof want) == 0, "sampled lognormal: sizes must be those of N * examples_per_client");
+  check_sampled_structure(p, labels, n, cfg.test_fraction, "sampled lognormal");
+  spry_partition_free(&p);
+  free(labels);
+}
+
+/* HOMOGENEOUS: every client holds bitwise the same train and test lists; its class counts are the pool's
+ * proportions rounded (k_c = floor or ceil of n n_c / n_pool); proportions = realised (distance exactly 0). With
+ * examples_per_client = 0, every client holds the whole pool. */
+static void homogeneous_identical(void) {
+  const int N = 13, C = 5;
+  size_t n = 0;
+  for (int c = 0; c < C; c++) n += (size_t)(100 + 37 * c);
+  int32_t *labels = malloc(n * sizeof *labels);
+  size_t at = 0;
+  for (int c = 0; c < C; c++)
+    for (int i = 0; i < 100 + 37 * c; i++) labels[at++] = c;
+  for (int pass = 0; pass < 2; pass++) {
+    spry_partition_config cfg = spry_partition_config_default();
+    cfg.n_clients = N, cfg.n_classes = C, cfg.seed = 17, cfg.alpha = 0.1;
+    cfg.mode = SPRY_PARTITION_HOMOGENEOUS, cfg.examples_per_client = pass ? 0 : 90;
+    spry_partition *p = spry_partition_create(labels, n, &cfg);
+    const char *name = pass ? "homogeneous whole pool" : "homogeneous 90";
+    check_sampled_structure(p, labels, n, cfg.test_fraction, name);
+    int32_t ntr = spry_partition_n_train(p, 0), nt = spry_partition_n_test(p, 0), sz = p->size[0];
+    int identical = 1, dist = 1;
+    for (int m = 0; m < N; m++) {
+      identical &= p->size[m] == sz && spry_partition_n_train(p, m) == ntr && spry_partition_n_test(p, m) == nt &&
+                   memcmp(spry_partition_train(p, m), spry_partition_train(p, 0), (size_t)ntr * 4) == 0 &&
+                   memcmp(spry_partition_test(p, m), spry_partition_test(p, 0), (size_t)nt * 4) == 0;
+      dist &= spry_partition_distance(p, m) == 0.0;
+    }
+    TEST_CHECK(identical, "%s: every client must hold the same train and test lists", name);
+    TEST_CHECK(dist, "%s: drawn = realised proportions, distance exactly 0", name);
+    TEST_CHECK(sz == (pass ? (int32_t)n : 90), "%s: size %d", name, sz);
+    int prop = 1;
+    for (int c = 0; c < C; c++) {
+      double x = (double)sz * p->pool_counts[c] / (double)n;
+      int32_t k = p->train_counts[c] + p->test_counts[c];
+      prop &= k == (int32_t)floor(x) || k == (int32_t)ceil(x);
+    }
+    TEST_CHECK(prop, "%s: class counts must be the pool's proportions rounded", name);
+    printf("%s: %d clients x (%d train + %d test), identical lists, distance 0\n", name, N, ntr, nt);
+    spry_partition_free(&p);
+  }
+  free(labels);
+}
+
+/* Tiny alpha: v1 aborted at alpha = 0.001 (the Gamma draws underflowed). Now alpha = 1e-4 and 1e-3 draw finite
+ * proportions summing to 1 (1e-12), essentially one-hot: with g_c = G_c U_c^(1/alpha), log g_c = log G_c - E_c / alpha
+ * (E_c ~ Exp(1)), the runner-up reaches eps = 0.01 of the top only if the gap between the two smallest E (~ Exp(C-1))
+ * is below alpha (log(1/eps) + log(G_top/G_2nd)), probability ~ (C-1) alpha (4.6 + O(1)): 5.4% at alpha 1e-3,
+ * C = 10. Checked: non-one-hot share <= 2 (C-1) alpha (log(1/eps) + 2) + 4.5 SE (factor 2 for the O(1) term).
+ * The top class is uniform over classes: each class's share of clients within 4.5 SE of 1/C. Pool and sampled
+ * both build; sampled keeps its TV bound. */
+static void tiny_alpha(void) {
+  const int N = 400, C = 10;
+  size_t n;
+  int32_t *labels = make_pool(C, 5000, &n);
+  const double alphas[2] = {1e-4, 1e-3};
+  for (int a = 0; a < 2; a++) {
+    for (int mode = 0; mode < 2; mode++) {
+      spry_partition_config cfg = spry_partition_config_default();
+      cfg.n_clients = N, cfg.n_classes = C, cfg.alpha = alphas[a], cfg.seed = 123;
+      if (mode) cfg.mode = SPRY_PARTITION_SAMPLED, cfg.examples_per_client = 40;
+      spry_partition *p = spry_partition_create(labels, n, &cfg);
+      int finite = 1, onehot = 0, top_count[10] = {0};
+      for (int m = 0; m < N; m++) {
+        double row = 0, top = 0;
+        int arg = 0;
+        for (int c = 0; c < C; c++) {
+          double v = p->proportions[m * C + c];
+          finite &= isfinite(v) && v >= 0;
+          row += v;
+          if (v > top) top = v, arg = c;
+        }
+        finite &= fabs(row - 1) <= 1e-12;
+        onehot += top > 0.99;
+        top_count[arg]++;
+      }
+      TEST_CHECK(finite, "alpha %g: proportions must be finite, >= 0, rows summing to 1", alphas[a]);
+      double p_not = 2 * (C - 1) * alphas[a] * (log(100.0) + 2), se_not = sqrt(p_not * (1 - p_not) / N);
+      TEST_CHECK((double)(N - onehot) / N <= p_not + 4.5 * se_not,
+                 "alpha %g: %d of %d clients not one-hot (max pi <= 0.99), want a share <= %.4f", alphas[a],
+                 N - onehot, N, p_not + 4.5 * se_not);
+      int bad = 0;
+      double se = sqrt((1.0 / C) * (1 - 1.0 / C) / N);
+      for (int c = 0; c < C; c++) bad += fabs((double)top_count[c] / N - 1.0 / C) > 4.5 * se;
+      TEST_CHECK(bad == 0, "alpha %g: %d classes are the top class of a share of clients outside 1/C +- 4.5 SE",
+                 alphas[a], bad);
+      double mean, max;
+      tv_stats(p, &mean, &max);
+      if (mode) {
+        check_sampled_structure(p, labels, n, cfg.test_fraction, "sampled tiny alpha");
+        TEST_CHECK(max <= C / (4.0 * spry_partition_n_train(p, 0)) + 1e-12, "sampled alpha %g: TV max %g", alphas[a],
+                   max);
+      } else {
+        check_structure(p, labels, n, &cfg, "pool tiny alpha");
+      }
+      printf("alpha %g (%s): %d of %d clients one-hot, TV realised vs drawn mean %.4f max %.4f\n", alphas[a],
+             mode ? "sampled 40 each" : "pool", onehot, N, mean, max);
+      spry_partition_free(&p);
+    }
+  }
+  free(labels);
+}
+
 int main(void) {
   dirichlet_moments();
   iid_uniform();
@@ -383,5 +628,8 @@ int main(void) {
   determinism();
   quantity_skew();
   combined();
+  sampled_realises_draw();
+  homogeneous_identical();
+  tiny_alpha();
   return test_finish("test_partition");
 }
