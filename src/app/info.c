@@ -344,7 +344,7 @@ int spry_info_main(const char *path) {
   H5Tclose(rt);
   spry_free(&mr);
   spry_free(&rr);
-  /* the stored weights (log.weights_every) and the partition's realised vs drawn label proportions */
+  /* the stored weights (log.weights_every) */
   hsize_t wd[4];
   if (H5Lexists(f, "weights", H5P_DEFAULT) > 0 && spry_h5_dims(f, "/weights/round", wd) == 1) {
     int64_t *wr = spry_alloc("info", sizeof(int64_t) * (wd[0] > 0 ? wd[0] : 1));
@@ -360,23 +360,6 @@ int spry_info_main(const char *path) {
       printf("\n");
     }
     spry_free(&wr);
-  }
-  if (H5Lexists(f, "partition", H5P_DEFAULT) > 0 && spry_h5_dims(f, "/partition/proportion_distance", wd) == 1 &&
-      wd[0] > 0) {
-    double *pd = spry_alloc("info", sizeof(double) * wd[0]);
-    if (spry_h5_read(f, "/partition/proportion_distance", H5T_NATIVE_DOUBLE, pd, (size_t)wd[0]) == 0) {
-      double sum = 0, mx = 0;
-      for (hsize_t i = 0; i < wd[0]; i++) {
-        sum += pd[i];
-        if (pd[i] > mx) mx = pd[i];
-      }
-      char part[32] = "";
-      hid_t g = H5Gopen2(f, "partition", H5P_DEFAULT);
-      if (g >= 0) spry_h5_attr_str(g, "partition", part, sizeof part), H5Gclose(g);
-      printf("partition    %s%srealised vs drawn label proportions (total variation) over %llu clients: mean %.6g, "
-             "max %.6g\n", part, part[0] ? ": " : "", (unsigned long long)wd[0], sum / (double)wd[0], mx);
-    }
-    spry_free(&pd);
   }
   char resume[8192] = "";
   if (spry_h5_attr_str(f, "resume_log", resume, sizeof resume) == 0 && resume[0] && resume[0] != ' ')

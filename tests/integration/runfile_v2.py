@@ -14,8 +14,8 @@
    and reads a version-2 file. Every number it prints from a version-2 oracle file with stored weights and
    personalisation (initial evaluation, global and personalised accuracy of the last eval round, the oracle
    summary: mean over rounds of sum_l bias_sq / ||g||^2 from the full local and the batch-path gradients, mean
-   Z^2, f and ||grad f||^2 at t = 0 and at the last round, the /weights rows, the partition's realised vs drawn
-   distance when present) and the version-1 oracle summary are recomputed from the file with h5py and must
+   Z^2, f and ||grad f||^2 at t = 0 and at the last round, the /weights rows, the sampled partition's realised
+   vs drawn distance: mean, max and its client) and the version-1 oracle summary are recomputed from the file with h5py and must
    equal the printed text EXACTLY at the printed precision (the sums are redone in spry's order: sequential, in
    double, so the digits cannot differ).
 
@@ -101,14 +101,27 @@ def check_info_v2(out, path):
         rows = f["/weights/round"][()]
         got, = grab(r"weights +/weights/w: %d rows \(w_t at the start of round t\) at t = ([0-9, .]+)\n" % len(rows), out)
         assert got == ", ".join(str(int(r)) for r in rows), "weights rows printed %s, file %s" % (got, rows)
-        if "proportion_distance" in f["/partition"]:
-            pd = f["/partition/proportion_distance"][()]
-            s = 0.0
-            for v in pd:
-                s += float(v)
-            got = grab(r"realised vs drawn label proportions \(total variation\) over %d clients: mean (\S+), "
-                       r"max (\S+)\n" % len(pd), out)
-            assert got == ("%.6g" % (s / len(pd)), "%.6g" % pd.max()), "partition distance printed %s" % (got,)
+        cnt, pi = f["/partition/label_counts"][()], f["/partition/proportions"][()]
+        N, C = pi.shape
+        tot, worst, wm = 0.0, 0.0, 0
+        for i in range(N):  # spry's order: tv per client from the counts, then the sum
+            n = 0
+            for c in range(C):
+                n += int(cnt[i, c])
+            tv = 0.0
+            for c in range(C):
+                tv += abs((float(cnt[i, c]) / n if n > 0 else 0.0) - float(pi[i, c]))
+            tv *= 0.5
+            tot += tv
+            if tv > worst:
+                worst, wm = tv, i
+        assert np.allclose(f["/partition/proportion_distance"][()], 0.5 * np.abs(cnt / cnt.sum(1, keepdims=True) - pi).sum(1))
+        got = grab(r"partition +(\w+) \(fl.examples_per_client = (\d+)\); realised vs drawn train label mix, total "
+                   r"variation: mean (\S+), max (\S+) \(client (\d+)\) over %d clients\n" % N, out)
+        want = (f["/partition"].attrs["partition"].decode() if isinstance(f["/partition"].attrs["partition"], bytes)
+                else str(f["/partition"].attrs["partition"]), str(int(f["/partition"].attrs["examples_per_client"])),
+                "%.4f" % (tot / N), "%.4f" % worst, str(wm))
+        assert got == want, "partition line printed %s, file gives %s" % (got, want)
     return rf, rb
 
 
@@ -161,7 +174,8 @@ def main():
         # 3. spry info on version 1 and version 2
         po = os.path.join(tmp, "oracle.h5")
         spry.run(L.TINY + L.sets(method__client_lr=0.01, log__gradients="oracle", log__weights_every=2,
-                                 eval__personalize_epochs=2, run__rounds=5) + ["-o", po])
+                                 eval__personalize_epochs=2, run__rounds=5, fl__partition="sampled",
+                                 fl__examples_per_client=40) + ["-o", po])
         for path, ver in ((FIXTURE, 1), (p3, 2), (po, 2)):
             r = subprocess.run([spry.spry, "info", path], capture_output=True, text=True, env=spry.env)
             assert r.returncode == 0, "spry info %s exited %d: %s" % (path, r.returncode, r.stderr)
