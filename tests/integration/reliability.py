@@ -325,6 +325,12 @@ def part_messages():
     def w_changed(f):
         f["model/w_final"][3] = 1.5
 
+    # A run file whose flipped bits make HDF5 1.10's H5Aread loop forever (found by the fuzz part after schema v2):
+    # spry info must report it as damaged within its watchdog (SPRY_READ_TIMEOUT, 3 s here), never hang.
+    loop = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "runfile-hdf5-loop.h5")
+    os.environ["SPRY_READ_TIMEOUT"] = "3"
+    expect("info: HDF5 loops on a corrupt file", ["info", loop], 2, ["damaged run file", "did not finish within 3 s"])
+    del os.environ["SPRY_READ_TIMEOUT"]
     expect("info: no status", ["info", edited("nostatus", no_status)], 2, ["damaged", "status"])
     expect("info: rounds_done = -1", ["info", edited("minus", done(-1))], 2, ["rounds_done is -1"])
     expect("info: rounds_done = 1e9", ["info", edited("huge", done(1000000000))], 2, ["rounds_done is 1000000000"])
