@@ -11,9 +11,12 @@
  *   the configuration                   its INI text (spry_config_to_ini) and hash (spry_config_hash).
  * Everything else (partition, plans, tangents, batches) is rebuilt from the configuration and the round number.
  *
- * File: a small serial HDF5 file (format "spry-checkpoint", version 1). Every array carries an FNV-1a 64 checksum
- * attribute over its bytes, so a flipped or truncated block is reported as corruption rather than silently
- * loaded. Writing is atomic: the file is written as PATH.tmp, flushed to disk (fsync), then renamed over PATH
+ * File: a small serial HDF5 file (format "spry-checkpoint", version 2) after a 512-byte user block that holds
+ * the FNV-1a 64 digest and size of every byte after it. The reader checks the digest before HDF5 opens the file,
+ * so any flipped bit or cut (in the arrays, in attributes such as rounds_done, or in HDF5's own metadata) is
+ * reported as corruption, never loaded and never handed to the HDF5 parser (which can crash on corrupt metadata).
+ * Every array also carries an FNV-1a 64 checksum attribute over its bytes. Version 1 files (no digest) are refused
+ * with a message. Writing is atomic: the file is written as PATH.tmp, flushed to disk (fsync), then renamed over PATH
  * (and the directory fsynced), so a kill at any moment leaves either the previous checkpoint or the new one.
  *
  * Errors: both functions return 0, or -1 with a message in err naming the file and what is wrong (unwritable
@@ -31,7 +34,8 @@ extern "C" {
 #endif
 
 #define SPRY_CHECKPOINT_FORMAT "spry-checkpoint"
-#define SPRY_CHECKPOINT_VERSION 1
+#define SPRY_CHECKPOINT_VERSION 2
+#define SPRY_CHECKPOINT_USERBLOCK 512 /* bytes before the HDF5 data: the whole-file digest */
 
 typedef struct {
   uint32_t rounds_done; /* rounds finished: the run resumes at round rounds_done */

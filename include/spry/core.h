@@ -41,6 +41,17 @@ _Noreturn void spry_fatal_at(const char *file, int line, const char *fmt, ...)
 void spry_set_rank(int rank);
 int spry_get_rank(void);
 
+/* The file a collective I/O step is working on (NULL: none). The MPI-IO and HDF5 error handlers (mpi_util.h,
+ * h5util.h) name it in their message, so an I/O failure on any rank says which file failed. */
+void spry_set_io_file(const char *path);
+const char *spry_io_file(void);
+
+/* 1 if a and b name the same existing file (same device and inode, so through symlinks and hard links too). */
+int spry_same_file(const char *a, const char *b);
+/* Index of the input that `output`, or a file spry derives from it (OUTPUT.ckpt, .tmp, .part, ...), resolves to;
+ * -1 if none. Outputs are refused when they clash, whatever the flags: an input is never overwritten. */
+int spry_output_clash(const char *output, const char *const *inputs, int n_inputs);
+
 /* Hook called by spry_fatal after printing (e.g. MPI_Abort). It must not return; if it does, exit(1). */
 typedef void (*spry_abort_fn)(int exit_code);
 void spry_set_abort_hook(spry_abort_fn fn);
@@ -51,6 +62,10 @@ void *spry_alloc_at(const char *file, int line, const char *label, size_t bytes)
 #define spry_alloc(label, bytes) spry_alloc_at(__FILE__, __LINE__, (label), (bytes))
 /* Typed helper: n floats. */
 #define spry_alloc_floats(label, n) ((float *)spry_alloc((label), sizeof(float) * (size_t)(n)))
+/* A request larger than the machine's physical memory (with what spry holds) fails at once, before allocating,
+ * with "out of memory: 'LABEL' needs X GB (N bytes) ...; the sizes follow HINT": the hint (set by the app from
+ * the configuration, e.g. "model.n_embd = 4096, data.batch_size = 64, ...") names the keys to lower. */
+void spry_alloc_set_hint(const char *hint);
 /* Release memory from spry_alloc (NULL allowed) and set *p = NULL. */
 void spry_free(void *pp);
 

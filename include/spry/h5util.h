@@ -27,6 +27,17 @@ static inline int64_t spry_h5_check_at(int64_t rc, const char *call, const char 
 /* Silence HDF5's automatic error-stack printing (spry reports errors itself). */
 void spry_h5_quiet(void);
 
+/* The cause of the last failed HDF5 call on this thread: the system's message when HDF5 recorded one (e.g.
+ * "No space left on device" from a write), else HDF5's innermost description. */
+void spry_h5_error_cause(char *out, size_t len);
+
+/* Collective mode, for a file every rank has open (the run file): from begin to end, an HDF5 call that fails on
+ * any rank prints "[rank R] ...: PATH: HDF5 error during a collective step: CAUSE" and aborts the job at once
+ * (an error returned on one rank while the others wait in a collective would hang the job). begin also names
+ * PATH for the MPI-IO error handler (mpi_util.h). end restores the quiet mode. */
+void spry_h5_collective_begin(const char *path);
+void spry_h5_collective_end(void);
+
 /* 1 if `path` is an existing readable HDF5 file, 0 otherwise (message in err: missing, unreadable, not HDF5). */
 int spry_h5_probe(const char *path, char *err, size_t errlen);
 

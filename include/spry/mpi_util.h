@@ -21,6 +21,13 @@ void spry_mpi_check_at(int rc, const char *call, const char *file, int line);
 /* After MPI_Init: errors return codes (MPI_ERRORS_RETURN on MPI_COMM_WORLD, so SPRY_CHECK_MPI reports them),
  * spry_fatal aborts the job with MPI_Abort, and messages carry this rank's number. */
 void spry_mpi_install_abort(void);
+/* It also installs an error handler on every MPI file: a failed read or write on any rank prints
+ *   [rank R] ...: FILE: I/O error: No space left on device (the filesystem holding DIR is full) [MPI: ...]
+ * (FILE: spry_io_file()) and aborts the job there, instead of returning into HDF5 where the ranks would diverge.
+ *
+ * Before MPI_Init: select an MPI-IO layer that reports write errors (ROMIO on Open MPI; ompio 4.1 drops them,
+ * see mpi_util.c), unless the user chose one with OMPI_MCA_io. */
+void spry_mpi_preinit(void);
 
 #ifdef __cplusplus
 }

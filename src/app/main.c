@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "spry/basemodel.h"
 #include "spry/checkpoint.h"
 #include "spry/config.h"
 #include "spry/core.h"
@@ -36,7 +37,9 @@ static const char *usage =
     "                                            [--output BASE.h5] [--force | --resume]\n"
     "            writes the base model pretrain.output (what model.base reads; never replaced without --force);\n"
     "            checkpoints go to BASE.h5.ckpt, --resume continues from it. docs/pretraining.md\n"
-    "  info      summary of a run file: spry info RUN.h5\n"
+    "  info      summary of run files: spry info RUN.h5 [MORE.h5 ...] (each in turn)\n"
+    "  base-checksum  add the checksum (params_fnv1a64) to a base-model file written before it existed, or verify\n"
+    "            it: spry base-checksum BASE.h5 (the weights are not changed)\n"
     "  config    print the resolved configuration (same options as run) and exit\n"
     "  version   print the version\n"
     "\n"
@@ -52,12 +55,15 @@ typedef struct {
   const char *output;
   int force, resume;
   const char *info_path;
+  const char **info_paths; /* spry info A.h5 B.h5 ...: every file */
+  int n_info;
 } cli;
 
 /* Parse argv; returns 0, or 2 with a message on stderr (rank 0 only prints). */
 static int parse_cli(int argc, char **argv, cli *c, int rank) {
   memset(c, 0, sizeof *c);
   c->overrides = calloc((size_t)argc, sizeof(char *));
+  c->info_paths = calloc((size_t)argc, sizeof(char *));
   if (argc < 2) {
     if (rank == 0) fputs(usage, stderr);
     return 2;
@@ -81,7 +87,10 @@ static int parse_cli(int argc, char **argv, cli *c, int rank) {
       c->force = 1;
     } else if (strcmp(a, "--resume") == 0) {
       c->resume = 1;
-    } else if (a[0] != '-' && strcmp(c->command, "info") == 0 && !c->info_path) {
+    } else if (a[0] != '-' && strcmp(c->command, "info") == 0) {
+      if (!c->info_path) c->info_path = a;
+      c->info_paths[c->n_info++] = a;
+    } else if (a[0] != '-' && strcmp(c->command, "base-checksum") == 0 && !c->info_path) {
       c->info_path = a;
     } else if (a[0] != '-' && !c->config_path) {
       c->config_path = a; /* spry run my-run.ini */
@@ -96,6 +105,19 @@ static int parse_cli(int argc, char **argv, cli *c, int rank) {
 }
 
 /* Rank 0 reads and validates the configuration; every rank gets it (or the failure) by broadcast. */
+/* What sets the size of the big buffers: named by an out-of-memory message (core.h). */
+static void set_alloc_hint(const spry_config *cfg) {
+  char hint[1024];
+  snprintf(hint, sizeof hint,
+           "model.n_layer = %d, model.n_embd = %d, model.n_ctx = %d, model.vocab_size = %d, data.seq_len = %d, "
+           "data.batch_size = %d, lora.rank = %d, method.K = %d, fl.clients = %d, fl.clients_per_round = %d, "
+           "data.n_examples = %d (lower them, or run on a machine with more memory)",
+           cfg->model.n_layer, cfg->model.n_embd, cfg->model.n_ctx, cfg->model.vocab_size, cfg->data.seq_len,
+           cfg->data.batch_size, cfg->lora.rank, cfg->method.K, cfg->fl.clients, cfg->fl.clients_per_round,
+           cfg->data.n_examples);
+  spry_alloc_set_hint(hint);
+}
+
 static int load_config(const cli *c, spry_config *cfg, int rank) {
   int status = 0;
   if (rank == 0) {
@@ -112,6 +134,7 @@ static int load_config(const cli *c, spry_config *cfg, int rank) {
   SPRY_CHECK_MPI(MPI_Bcast(&status, 1, MPI_INT, 0, MPI_COMM_WORLD));
   if (status != SPRY_CONFIG_OK) return 2;
   SPRY_CHECK_MPI(MPI_Bcast(cfg, (int)sizeof *cfg, MPI_BYTE, 0, MPI_COMM_WORLD));
+  set_alloc_hint(cfg);
   return 0;
 }
 
@@ -133,6 +156,25 @@ static void install_stop_signals(void) {
   sigaction(SIGUSR1, &sa, NULL);
 }
 
+/* Rank 0: 2 (with the message) if `output` is empty or it, or a file derived from it, is one of the inputs: the
+ * configuration file, the dataset, the base model, the pretraining corpus. 0 otherwise. */
+static int refuse_input_as_output(const char *cmd, const char *what, const char *output, const cli *c,
+                                  const spry_config *cfg) {
+  if (!output) return 0;
+  if (!output[0]) {
+    fprintf(stderr, "spry %s: %s is empty: give the path of the file to write\n", cmd, what);
+    return 2;
+  }
+  const char *inputs[] = {c->config_path, cfg->data.dataset, cfg->model.base, cfg->pretrain.corpus};
+  const char *names[] = {"configuration file", "dataset (data.dataset)", "base model (model.base)",
+                         "pretraining corpus (pretrain.corpus)"};
+  int i = spry_output_clash(output, inputs, 4);
+  if (i < 0) return 0;
+  fprintf(stderr, "spry %s: %s %s would overwrite the %s %s (the same file): an input is never overwritten, "
+                  "whatever the flags; choose another output path\n", cmd, what, output, names[i], inputs[i]);
+  return 2;
+}
+
 /* Rank 0: may the run file be created (or resumed)? On resume, reads the checkpoint into *ck and compares its
  * configuration with cfg. Returns 0, or 2 with the reason printed. note receives the forced differences. */
 static int check_output(const cli *c, const spry_config *cfg, spry_checkpoint *ck, char *note, size_t notelen) {
@@ -144,6 +186,7 @@ static int check_output(const cli *c, const spry_config *cfg, spry_checkpoint *c
     }
     return 0;
   }
+  if (refuse_input_as_output("run", "--output", c->output, c, cfg)) return 2;
   char dir[4096];
   snprintf(dir, sizeof dir, "%s", c->output);
   char *slash = strrchr(dir, '/');
@@ -294,6 +337,7 @@ static int cmd_config(const cli *c, int rank) {
 }
 
 int main(int argc, char **argv) {
+  spry_mpi_preinit(); /* an MPI-IO layer that reports write errors */
   MPI_Init(&argc, &argv);
   spry_mpi_install_abort();
   int rank, size;
@@ -308,13 +352,33 @@ int main(int argc, char **argv) {
       rc = cmd_config(&c, rank);
     } else if (strcmp(c.command, "pretrain") == 0) {
       spry_config cfg;
-      rc = load_config(&c, &cfg, rank) ? 2 : spry_pretrain_main(&cfg, c.output, c.force, c.resume, rank, size);
+      rc = load_config(&c, &cfg, rank) ? 2 : 0;
+      if (rc == 0) {
+        if (rank == 0)
+          rc = refuse_input_as_output("pretrain", c.output ? "--output" : "pretrain.output",
+                                      c.output ? c.output : cfg.pretrain.output, &c, &cfg);
+        SPRY_CHECK_MPI(MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD));
+      }
+      if (rc == 0) rc = spry_pretrain_main(&cfg, c.output, c.force, c.resume, rank, size);
     } else if (strcmp(c.command, "info") == 0) {
       if (!c.info_path) {
         if (rank == 0) fprintf(stderr, "spry info: which run file? usage: spry info RUN.h5\n");
         rc = 2;
       } else {
-        rc = rank == 0 ? spry_info_main(c.info_path) : 0;
+        rc = 0;
+        for (int i = 0; rank == 0 && i < c.n_info; i++) { /* each file in turn; the worst status */
+          if (i) printf("\n");
+          int r = spry_info_main(c.info_paths[i]);
+          if (r > rc) rc = r;
+        }
+        SPRY_CHECK_MPI(MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD));
+      }
+    } else if (strcmp(c.command, "base-checksum") == 0) {
+      if (!c.info_path) {
+        if (rank == 0) fprintf(stderr, "spry base-checksum: which base-model file? usage: spry base-checksum BASE.h5\n");
+        rc = 2;
+      } else {
+        rc = rank == 0 ? spry_base_checksum_main(c.info_path) : 0;
         SPRY_CHECK_MPI(MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD));
       }
     } else if (strcmp(c.command, "version") == 0 || strcmp(c.command, "--version") == 0) {
@@ -327,6 +391,7 @@ int main(int argc, char **argv) {
     }
   }
   free(c.overrides);
+  free(c.info_paths);
   MPI_Finalize();
   return rc;
 }

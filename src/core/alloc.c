@@ -2,7 +2,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <time.h>
+#include <unistd.h>
 
 /* A small fixed table: the engine uses a handful of labels (one per buffer family). */
 #define SPRY_MAX_LABELS 64
@@ -35,12 +37,27 @@ static int label_index(const char *label) {
   return g_nlabels++;
 }
 
+static char g_hint[1024];
+void spry_alloc_set_hint(const char *hint) { snprintf(g_hint, sizeof g_hint, "%s", hint ? hint : ""); }
+
+static size_t physical_bytes(void) {
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? (size_t)pages * (size_t)page : SIZE_MAX;
+}
+
 void *spry_alloc_at(const char *file, int line, const char *label, size_t bytes) {
+  /* checked before allocating: a request beyond the machine's memory would otherwise be granted lazily and end in
+   * the kernel's OOM killer, with no message */
+  size_t phys = physical_bytes();
+  if (bytes > SIZE_MAX / 2 || g_current + bytes > phys)
+    spry_fatal_at(file, line, "out of memory: '%s' needs %.2f GB (%zu bytes) with %.2f GB held already, more than "
+                  "this machine's %.2f GB%s%s", label, bytes / 1e9, bytes, g_current / 1e9, phys / 1e9,
+                  g_hint[0] ? "; the sizes follow " : "", g_hint);
   size_t total = sizeof(block_header) + ((bytes + 63u) & ~(size_t)63u);
   block_header *h = aligned_alloc(64, total);
   if (!h)
-    spry_fatal_at(file, line, "out of memory: %zu bytes for '%s' (%zu bytes held by spry already)", bytes,
-                  label, g_current);
+    spry_fatal_at(file, line, "out of memory: %zu bytes for '%s' (%zu bytes held by spry already)%s%s", bytes,
+                  label, g_current, g_hint[0] ? "; the sizes follow " : "", g_hint);
   memset(h, 0, total);
   h->bytes = bytes;
   h->label = label_index(label);

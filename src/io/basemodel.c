@@ -1,5 +1,6 @@
 #include "spry/basemodel.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,6 +18,117 @@ static const struct {
     {"vocab_size", offsetof(spry_model_config, vocab_size)},
 };
 
+/* ---- the checksum ---------------------------------------------------------------------------------------
+ * params_fnv1a64: FNV-1a 64 over the architecture attributes (int64, in the order below; absent = INT64_MIN) and
+ * every dataset of /params in name order (its name, its dims as uint64, its values as float32). */
+static const char *const digest_attrs[] = {"n_layer", "n_head", "n_embd", "n_ctx", "vocab_size", "causal"};
+
+static int base_digest(hid_t f, const char *path, uint64_t *out, char *err, size_t errlen) {
+  uint64_t h = 0;
+  for (size_t i = 0; i < sizeof digest_attrs / sizeof digest_attrs[0]; i++) {
+    int64_t v = INT64_MIN;
+    if (spry_h5_attr_int(f, digest_attrs[i], &v) < 0) v = INT64_MIN;
+    h = spry_fnv1a(&v, sizeof v, h);
+  }
+  hid_t g = H5Lexists(f, "params", H5P_DEFAULT) > 0 ? H5Gopen2(f, "params", H5P_DEFAULT) : -1;
+  H5G_info_t gi;
+  if (g < 0 || H5Gget_info(g, &gi) < 0) {
+    snprintf(err, errlen, "%s has no readable group /params", path);
+    if (g >= 0) H5Gclose(g);
+    return -1;
+  }
+  int rc = 0;
+  for (hsize_t i = 0; i < gi.nlinks && rc == 0; i++) {
+    char name[256];
+    ssize_t nl = H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT);
+    hsize_t dims[4] = {0, 0, 0, 0};
+    int nd = nl > 0 && (size_t)nl < sizeof name ? spry_h5_dims(g, name, dims) : -1;
+    size_t count = nd >= 0 ? 1 : 0;
+    for (int k = 0; k < nd; k++) count = dims[k] > 0 && count <= ((size_t)1 << 34) / dims[k] ? count * dims[k] : 0;
+    if (nd < 0 || count == 0) {
+      snprintf(err, errlen, "%s: /params entry %llu (%s) is not a readable tensor of at most 2^34 values", path,
+               (unsigned long long)i, nl > 0 ? name : "?");
+      rc = -1;
+      break;
+    }
+    float *x = spry_alloc_floats("base model", count);
+    if (spry_h5_read(g, name, H5T_NATIVE_FLOAT, x, count) < 0) {
+      snprintf(err, errlen, "%s: tensor /params/%s cannot be read (truncated or corrupt file)", path, name);
+      rc = -1;
+    } else {
+      uint64_t d64[4] = {dims[0], dims[1], dims[2], dims[3]};
+      h = spry_fnv1a(name, strlen(name) + 1, h);
+      h = spry_fnv1a(d64, sizeof(uint64_t) * (size_t)nd, h);
+      h = spry_fnv1a(x, sizeof(float) * count, h);
+    }
+    spry_free(&x);
+  }
+  H5Gclose(g);
+  *out = h;
+  return rc;
+}
+
+/* Verify the stored checksum; 0, or -1 with the reason (absent, mismatch, unreadable) in err. */
+static int base_verify(hid_t f, const char *path, char *err, size_t errlen) {
+  uint64_t want = 0, got = 0;
+  hid_t a = H5Aexists(f, "params_fnv1a64") > 0 ? H5Aopen(f, "params_fnv1a64", H5P_DEFAULT) : -1;
+  int have = a >= 0 && H5Aget_storage_size(a) == sizeof want && H5Aread(a, H5T_NATIVE_UINT64, &want) >= 0;
+  if (a >= 0) H5Aclose(a);
+  if (!have) {
+    snprintf(err, errlen, "%s has no checksum (root attribute params_fnv1a64, written by spry pretrain since "
+             "this checksum existed): a damaged base model cannot be told from a good one. If this is the file you mean, add the "
+             "checksum once with: spry base-checksum %s", path, path);
+    return -1;
+  }
+  if (base_digest(f, path, &got, err, errlen) != 0) return -1;
+  if (got != want) {
+    snprintf(err, errlen, "%s: corrupt base model: its weights and architecture have checksum %016" PRIx64 ", the "
+             "file says %016" PRIx64 " (changed or damaged after it was written)", path, got, want);
+    return -1;
+  }
+  return 0;
+}
+
+int spry_base_checksum_main(const char *path) {
+  char err[4600];
+  if (!spry_h5_probe(path, err, sizeof err)) {
+    fprintf(stderr, "spry base-checksum: %s\n", err);
+    return 2;
+  }
+  hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+  char format[64] = "";
+  if (f < 0 || spry_h5_attr_str(f, "format", format, sizeof format) < 0 || strcmp(format, "spry-model") != 0) {
+    fprintf(stderr, "spry base-checksum: %s is not a writable spry base-model file (format '%s')\n", path, format);
+    if (f >= 0) H5Fclose(f);
+    return 2;
+  }
+  int rc = 0;
+  if (H5Aexists(f, "params_fnv1a64") > 0) {
+    rc = base_verify(f, path, err, sizeof err) == 0 ? 0 : 2;
+    if (rc) fprintf(stderr, "spry base-checksum: %s\n", err);
+    else printf("%s: checksum present and correct (nothing changed)\n", path);
+  } else {
+    uint64_t h;
+    if (base_digest(f, path, &h, err, sizeof err) != 0) {
+      fprintf(stderr, "spry base-checksum: %s\n", err);
+      rc = 2;
+    } else {
+      hid_t sp = H5Screate(H5S_SCALAR);
+      hid_t a = H5Acreate2(f, "params_fnv1a64", H5T_STD_U64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+      rc = a >= 0 && H5Awrite(a, H5T_NATIVE_UINT64, &h) >= 0 ? 0 : 2;
+      if (a >= 0) H5Aclose(a);
+      H5Sclose(sp);
+      if (rc) fprintf(stderr, "spry base-checksum: %s: cannot write the attribute\n", path);
+      else printf("%s: checksum %016" PRIx64 " added (weights unchanged)\n", path, h);
+    }
+  }
+  if (H5Fclose(f) < 0 && rc == 0) {
+    fprintf(stderr, "spry base-checksum: %s: cannot close the file\n", path);
+    rc = 2;
+  }
+  return rc;
+}
+
 void spry_base_load(spry_model *m, const char *base, uint32_t seed) {
   if (strcmp(base, "random") == 0) {
     spry_model_init_backbone(m, seed);
@@ -27,7 +139,7 @@ void spry_base_load(spry_model *m, const char *base, uint32_t seed) {
     spry_st_load_gpt2(m, base, seed);
     return;
   }
-  char err[512];
+  char err[4600];
   if (!spry_h5_probe(base, err, sizeof err))
     spry_fatal("model.base: %s%s", err,
                base[0] == '/' ? ""
@@ -39,6 +151,7 @@ void spry_base_load(spry_model *m, const char *base, uint32_t seed) {
   if (spry_h5_attr_str(f, "format", format, sizeof format) < 0 || strcmp(format, "spry-model") != 0)
     spry_fatal("model.base: %s is not a spry base-model file (root attribute format = '%s', expected "
                "'spry-model'; make one with `spry pretrain`)", base, format);
+  if (base_verify(f, base, err, sizeof err) != 0) spry_fatal("model.base: %s", err);
   const spry_model_config *mc = spry_model_cfg(m);
   for (size_t i = 0; i < sizeof arch_fields / sizeof arch_fields[0]; i++) {
     int64_t v;
@@ -114,6 +227,13 @@ void spry_base_save(spry_model *m, const char *path, const char *extra_attrs_ini
     H5Dclose(ds), H5Pclose(dcpl), H5Sclose(sp);
   }
   H5Gclose(g);
+  uint64_t h;
+  char err[4600];
+  if (base_digest(f, tmp, &h, err, sizeof err) != 0) spry_fatal("%s", err);
+  hid_t sp = SPRY_CHECK_H5(H5Screate(H5S_SCALAR));
+  hid_t a = SPRY_CHECK_H5(H5Acreate2(f, "params_fnv1a64", H5T_STD_U64LE, sp, H5P_DEFAULT, H5P_DEFAULT));
+  SPRY_CHECK_H5(H5Awrite(a, H5T_NATIVE_UINT64, &h));
+  H5Aclose(a), H5Sclose(sp);
   SPRY_CHECK_H5(H5Fclose(f));
   if (rename(tmp, path) != 0) spry_fatal("cannot rename %s to %s", tmp, path);
 }

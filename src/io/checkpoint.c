@@ -26,8 +26,85 @@ typedef struct {
 } writer;
 
 static void wfail(writer *w, const char *what) {
-  if (!w->failed) snprintf(w->err, w->errlen, "%s: cannot write the checkpoint: %s", w->path, what);
+  int e = errno;
+  if (!w->failed) {
+    char cause[1024];
+    spry_h5_error_cause(cause, sizeof cause); /* the system's reason when HDF5 recorded one */
+    if (strcmp(cause, "no cause recorded by HDF5") == 0 || strstr(cause, "(in ") != NULL)
+      if (e) snprintf(cause, sizeof cause, "%s", strerror(e));
+    snprintf(w->err, w->errlen, "%s: cannot write the checkpoint (%s): %s; the previous checkpoint, if any, is "
+             "unchanged", w->path, what, cause);
+  }
   w->failed = 1;
+}
+
+/* ---- the whole-file digest ------------------------------------------------------------------------------
+ * The first SPRY_CHECKPOINT_USERBLOCK bytes of the file are an HDF5 user block (ignored by HDF5) holding
+ *   "spry-checkpoint-digest 1\nfnv1a64 <16 hex>\nbytes <file size>\n" and zeros,
+ * the FNV-1a 64 of every byte after the block. A reader checks it before HDF5 parses anything: a flipped bit or a
+ * cut anywhere (attributes such as rounds_done included) is reported instead of being loaded or crashing HDF5. */
+
+static int digest_stream(FILE *fp, uint64_t *h, uint64_t *n) {
+  static unsigned char buf[1 << 16];
+  *h = 0, *n = 0;
+  size_t got;
+  if (fseek(fp, SPRY_CHECKPOINT_USERBLOCK, SEEK_SET) != 0) return -1;
+  while ((got = fread(buf, 1, sizeof buf, fp)) > 0) {
+    *h = spry_fnv1a(buf, got, *h);
+    *n += got;
+  }
+  return ferror(fp) ? -1 : 0;
+}
+
+static int seal_file(const char *path) {
+  FILE *fp = fopen(path, "r+b");
+  if (!fp) return -1;
+  uint64_t h, n;
+  int rc = digest_stream(fp, &h, &n);
+  char head[SPRY_CHECKPOINT_USERBLOCK];
+  memset(head, 0, sizeof head);
+  snprintf(head, sizeof head, "spry-checkpoint-digest 1\nfnv1a64 %016" PRIx64 "\nbytes %" PRIu64 "\n", h,
+           n + SPRY_CHECKPOINT_USERBLOCK);
+  if (rc == 0 && (fseek(fp, 0, SEEK_SET) != 0 || fwrite(head, 1, sizeof head, fp) != sizeof head)) rc = -1;
+  if (fclose(fp) != 0) rc = -1;
+  return rc;
+}
+
+/* 0 if the file's digest matches its bytes; -1 with the reason in err. */
+static int check_digest(const char *path, char *err, size_t errlen) {
+  FILE *fp = fopen(path, "rb");
+  if (!fp) {
+    snprintf(err, errlen, "%s: cannot open the checkpoint (%s)", path, strerror(errno));
+    return -1;
+  }
+  char head[SPRY_CHECKPOINT_USERBLOCK + 1];
+  size_t got = fread(head, 1, SPRY_CHECKPOINT_USERBLOCK, fp);
+  head[got] = 0;
+  int rc = -1;
+  unsigned long long want = 0, size = 0;
+  uint64_t h, n;
+  if (got >= 4 && memcmp(head, "\x89HDF", 4) == 0) {
+    snprintf(err, errlen, "%s: not a spry checkpoint of format version %d: an HDF5 file without the whole-file "
+             "checksum (a foreign file, or a version 1 checkpoint of an older spry): it cannot be verified, so it is "
+             "not used; start the run again without --resume, or finish it with the spry that wrote it", path,
+             SPRY_CHECKPOINT_VERSION);
+  } else if (got < SPRY_CHECKPOINT_USERBLOCK || strncmp(head, "spry-checkpoint-digest 1\n", 25) != 0 ||
+             sscanf(head + 25, "fnv1a64 %16llx\nbytes %llu\n", &want, &size) != 2) {
+    snprintf(err, errlen, "%s: not a spry checkpoint, or its header is damaged (no digest block in the first %d "
+             "bytes)", path, SPRY_CHECKPOINT_USERBLOCK);
+  } else if (digest_stream(fp, &h, &n) != 0) {
+    snprintf(err, errlen, "%s: cannot read the checkpoint (%s)", path, strerror(errno));
+  } else if (n + SPRY_CHECKPOINT_USERBLOCK != size) {
+    snprintf(err, errlen, "%s: corrupt checkpoint: %llu bytes, its header says %llu (truncated or extended)", path,
+             (unsigned long long)(n + SPRY_CHECKPOINT_USERBLOCK), size);
+  } else if (h != want) {
+    snprintf(err, errlen, "%s: corrupt checkpoint: its bytes have checksum %016" PRIx64 ", its header says %016llx "
+             "(changed or damaged after it was written)", path, h, want);
+  } else {
+    rc = 0;
+  }
+  fclose(fp);
+  return rc;
 }
 
 static void put_attr(writer *w, const char *name, hid_t type, const void *v) {
@@ -84,7 +161,10 @@ int spry_checkpoint_write(const char *path, const spry_checkpoint *c, char *err,
   }
   spry_h5_quiet();
   writer w = {.path = path, .err = err, .errlen = errlen};
-  w.file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+  H5Pset_userblock(fcpl, SPRY_CHECKPOINT_USERBLOCK); /* the whole-file digest goes there (seal_file) */
+  w.file = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
+  H5Pclose(fcpl);
   if (w.file < 0) {
     snprintf(err, errlen, "%s: cannot create the checkpoint's temporary file %s (%s)", path, tmp, strerror(errno));
     return -1;
@@ -114,7 +194,8 @@ int spry_checkpoint_write(const char *path, const spry_checkpoint *c, char *err,
   put_floats(&w, "oracle_w_prev", c->oracle_w_prev, c->d);
   put_floats(&w, "oracle_pool_grad_prev", c->oracle_pool_grad_prev, c->d);
   if (H5Fclose(w.file) < 0) wfail(&w, "closing the file");
-  if (!w.failed && fsync_path(tmp, 0) != 0) wfail(&w, strerror(errno));
+  if (!w.failed && seal_file(tmp) != 0) wfail(&w, "writing its digest");
+  if (!w.failed && fsync_path(tmp, 0) != 0) wfail(&w, "fsync");
   if (!w.failed && rename(tmp, path) != 0) {
     snprintf(err, errlen, "%s: cannot rename %s over it (%s)", path, tmp, strerror(errno));
     w.failed = 1;
@@ -189,6 +270,7 @@ void spry_checkpoint_release(spry_checkpoint *c) {
 int spry_checkpoint_read(const char *path, spry_checkpoint *c, char *err, size_t errlen) {
   memset(c, 0, sizeof *c);
   if (!spry_h5_probe(path, err, errlen)) return -1;
+  if (check_digest(path, err, errlen) != 0) return -1; /* before HDF5 parses any of it */
   hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   if (f < 0) {
     snprintf(err, errlen, "%s: cannot open the checkpoint (corrupt or truncated HDF5 file)", path);

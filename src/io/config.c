@@ -221,8 +221,8 @@ static const spry_config_key KEYS[] = {
              "Client dataset sizes: as the label skew gives them, or with lognormal / power-law proportions."),
     KEY_DBL("fl", "quantity_param", fl.quantity_param, "1", 0, 100, GT,
             "Lognormal sigma, or power-law exponent, of quantity_skew."),
-    KEY_DBL("fl", "test_fraction", fl.test_fraction, "0.2", 0, 0.9, 0,
-            "Share of the examples held out as the global test set."),
+    KEY_DBL("fl", "test_fraction", fl.test_fraction, "0.2", 0, 0.9, GT,
+            "Share of the examples held out as the global test set (above 0: accuracy is measured on it)."),
     KEY_ENUM("fl", "weighting", fl.weighting, "samples", WEIGHTING_NAMES, 0,
              "Aggregation weights: p_m = n_m / sum n (samples) or 1/M (uniform)."),
     KEY_ENUM("fl", "partition", fl.partition, "pool", PARTITION_NAMES, 0,
@@ -796,18 +796,46 @@ typedef struct {
   int long_line_limit;   /* the limit it broke */
   int key_line[NKEYS];   /* line where each key was set in this text (0 = not set) */
   int first_error_line;  /* line of the first error the handler reported (0 = none) */
+  int bad_line;          /* first line that is not blank, a comment, [section] or key = value (0 = none) */
 } ini_reader_ctx;
+
+/* Strict line check, before inih sees the line (inih ignores text after a section's ']' and never sees the
+ * lines of a file with CR-only line ends): the comment-free, trimmed line s[0..n) must be empty, "[name]" alone,
+ * or "key = value" with a key. Returns NULL if it is, else what is wrong. */
+static const char *line_problem(const char *s, size_t n) {
+  if (n == 0) return NULL;
+  if (s[0] == '[') {
+    const char *close = memchr(s, ']', n);
+    if (!close) return "a section header needs its closing ']'";
+    if ((size_t)(close - s) != n - 1) return "text after a section header's ']' (put each key = value on its own line)";
+    size_t b = 1, e = n - 1;
+    while (b < e && (s[b] == ' ' || s[b] == '\t')) b++;
+    if (b == e) return "empty section name '[]' (expected [section], e.g. [run])";
+    return NULL;
+  }
+  const char *eq = memchr(s, '=', n), *colon = memchr(s, ':', n); /* inih takes either as the separator */
+  if (!eq || (colon && colon < eq)) eq = colon;
+  if (!eq) return "not a [section], key = value, or ; comment";
+  size_t k = (size_t)(eq - s);
+  while (k > 0 && (s[k - 1] == ' ' || s[k - 1] == '\t')) k--;
+  if (k == 0) return "no key before the '=' (or ':')";
+  for (size_t i = 0; i < k; i++)
+    if (s[i] == '[' || s[i] == ']') return "a key name cannot contain '[' or ']' (a section header and a key on one line?)";
+  return NULL;
+}
 
 /* inih's fgets-style reader, one line per call. It drops comments and leading blanks before inih sees the line,
  * so inih's multi-line continuation never applies and comment length is unlimited; a UTF-8 BOM is skipped.
- * A trailing '\r' (CRLF files) is left to inih, which strips it with the other trailing blanks. */
+ * Lines end at "\n", "\r\n" or a lone "\r" (old Mac files). A line that fails line_problem() is reported here
+ * with its file and number, and inih gets an empty line instead. */
 static char *read_line(char *str, int num, void *stream) {
   ini_reader_ctx *r = stream;
   if (r->pos >= r->len) return NULL;
   const char *s = r->text + r->pos;
   size_t n = 0;
-  while (r->pos + n < r->len && s[n] != '\n') n++;
-  r->pos += n + (r->pos + n < r->len);
+  while (r->pos + n < r->len && s[n] != '\n' && s[n] != '\r') n++;
+  size_t eol = r->pos + n < r->len ? (s[n] == '\r' && r->pos + n + 1 < r->len && s[n + 1] == '\n' ? 2 : 1) : 0;
+  r->pos += n + eol;
   r->line++;
   size_t b = 0, e = n;
   if (r->line == 1 && e >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0) b = 3;
@@ -818,7 +846,15 @@ static char *read_line(char *str, int num, void *stream) {
       e = i;
       break;
     }
+  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t')) e--;
   size_t m = e - b;
+  const char *problem = line_problem(s + b, m);
+  if (problem) {
+    err_add(r->eb, SPRY_CONFIG_ERR_SYNTAX, "%s:%d: syntax error in line %d: '%.*s': %s", r->name, r->line, r->line,
+            (int)(m > 120 ? 120 : m), s + b, problem);
+    if (!r->bad_line) r->bad_line = r->line;
+    m = 0;
+  }
   if (m + 2 > (size_t)num) { /* would be split by inih: refuse the line, hand inih an empty one */
     if (!r->long_line) {
       r->long_line = r->line;
@@ -858,7 +894,7 @@ static int on_ini_value(void *user, const char *section, const char *name, const
 static void line_text(const char *text, size_t len, int lineno, char *out, size_t outlen) {
   size_t pos = 0;
   for (int l = 1; l < lineno && pos < len; pos++)
-    if (text[pos] == '\n') l++;
+    if (text[pos] == '\n' || (text[pos] == '\r' && !(pos + 1 < len && text[pos + 1] == '\n'))) l++;
   size_t n = 0;
   while (pos + n < len && text[pos + n] != '\n' && text[pos + n] != '\r') n++;
   while (n && (text[pos] == ' ' || text[pos] == '\t')) pos++, n--;
@@ -872,6 +908,7 @@ static void parse_ini(spry_config *c, const char *text, size_t len, const char *
   /* the status names the error of the earliest line: a syntax error often explains what follows it */
   int first_bad = rc > 0 ? rc : 0;
   if (r.long_line && (!first_bad || r.long_line < first_bad)) first_bad = r.long_line;
+  if (r.bad_line && (!first_bad || r.bad_line < first_bad)) first_bad = r.bad_line;
   bool syntax_first = first_bad && (!r.first_error_line || first_bad <= r.first_error_line) && clean_before;
   if (rc == -2) {
     err_add(eb, SPRY_CONFIG_ERR_FILE, "%s: out of memory while parsing", name);
@@ -1098,6 +1135,12 @@ static void xc_partition(const spry_config *c, errbuf *eb) {
 }
 static void xc_synthetic_size(const spry_config *c, errbuf *eb) {
   if (strcmp(c->data.dataset, "synthetic") != 0) return;
+  if ((int)(c->fl.test_fraction * c->data.n_examples) < 1) {
+    char tf[32];
+    fmt_double(c->fl.test_fraction, tf, sizeof tf);
+    XERR("fl.test_fraction = %s of data.n_examples = %d holds out no example: accuracy could not be measured (raise "
+         "fl.test_fraction or data.n_examples)", tf, c->data.n_examples);
+  }
   if (c->fl.partition != SPRY_FL_PARTITION_POOL) return; /* sampled / homogeneous clients share the pool */
   double train = floor((double)c->data.n_examples * (1.0 - c->fl.test_fraction));
   if (train < (double)c->fl.clients) {
@@ -1153,7 +1196,8 @@ static const cross_check CROSS_CHECKS[] = {
      "and `fl.examples_per_client` 0 or >= 2; `pool` takes 0 or >= 2; `fl.clients * fl.examples_per_client` < "
      "2^31.",
      xc_partition},
-    {"`data.dataset = synthetic`, `fl.partition = pool`: floor(`data.n_examples` * (1 - `fl.test_fraction`)) >= "
+    {"`data.dataset = synthetic`: floor(`fl.test_fraction` * `data.n_examples`) >= 1 (a held-out example to measure "
+     "accuracy on); with `fl.partition = pool` also floor(`data.n_examples` * (1 - `fl.test_fraction`)) >= "
      "`fl.clients` (each client gets at least one training example).",
      xc_synthetic_size},
     {"`pretrain.batch_size` is a multiple of `pretrain.micro_batch`.", xc_pretrain_batch},

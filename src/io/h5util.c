@@ -2,10 +2,66 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 void spry_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+typedef struct {
+  char *out;
+  size_t len;
+  int found; /* 2: an "error message = '...'" from a system call; 1: some description */
+} cause_walk;
+
+static herr_t cause_step(unsigned n, const H5E_error2_t *e, void *data) {
+  (void)n;
+  cause_walk *c = data;
+  const char *desc = e->desc ? e->desc : "";
+  const char *m = strstr(desc, "error message = '");
+  if (m && c->found < 2) {
+    m += strlen("error message = '");
+    snprintf(c->out, c->len, "%.*s", (int)strcspn(m, "'"), m);
+    c->found = 2;
+  } else if (!c->found && desc[0]) { /* the innermost entry comes first: the most specific */
+    snprintf(c->out, c->len, "%s (in %s)", desc, e->func_name ? e->func_name : "HDF5");
+    c->found = 1;
+  }
+  return 0;
+}
+
+static void cause_of(hid_t estack, char *out, size_t len) {
+  cause_walk c = {out, len, 0};
+  out[0] = 0;
+  H5Ewalk2(estack, H5E_WALK_UPWARD, cause_step, &c);
+  if (!c.found) snprintf(out, len, "%s", errno ? strerror(errno) : "no cause recorded by HDF5");
+}
+
+void spry_h5_error_cause(char *out, size_t len) {
+  if (len == 0) return;
+  cause_of(H5E_DEFAULT, out, len);
+}
+
+/* While a collective file is open, any HDF5 API call that fails ends the job on the spot, naming the file and
+ * the cause: the failing rank returns while the others are still inside a collective, so a returned error
+ * cannot be agreed on afterwards. */
+static herr_t collective_error(hid_t estack, void *data) {
+  (void)data;
+  char cause[1024];
+  cause_of(estack, cause, sizeof cause);
+  const char *f = spry_io_file();
+  spry_fatal("%s: HDF5 error during a collective step: %s; the job stops on every rank", f ? f : "(run file)", cause);
+}
+
+void spry_h5_collective_begin(const char *path) {
+  spry_set_io_file(path);
+  if (!getenv("SPRY_H5_ERRORS")) H5Eset_auto2(H5E_DEFAULT, collective_error, NULL);
+}
+
+void spry_h5_collective_end(void) {
+  spry_set_io_file(NULL);
+  if (!getenv("SPRY_H5_ERRORS")) spry_h5_quiet();
+}
 
 int spry_h5_probe(const char *path, char *err, size_t errlen) {
   if (access(path, F_OK) != 0) {

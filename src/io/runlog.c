@@ -577,6 +577,7 @@ static void close_file(spry_runlog *g) {
   if (g->dxpl >= 0) H5Pclose(g->dxpl), g->dxpl = -1;
   if (g->done_attr >= 0) H5Aclose(g->done_attr), g->done_attr = -1;
   if (g->file >= 0) H5Fclose(g->file), g->file = -1;
+  spry_h5_collective_end();
 }
 
 static int steps_max(const spry_config *cfg, const spry_partition *part) {
@@ -712,6 +713,7 @@ spry_runlog *spry_runlog_open(const spry_runlog_options *o, char *err, size_t er
   SPRY_CHECK_H5(H5Pset_fapl_mpio(fapl, o->comm, MPI_INFO_NULL));
   SPRY_CHECK_H5(H5Pset_all_coll_metadata_ops(fapl, 1));
   SPRY_CHECK_H5(H5Pset_coll_metadata_write(fapl, 1));
+  spry_set_io_file(o->path); /* named by the MPI-IO error handler */
   if (o->resume) g->file = H5Fopen(o->path, H5F_ACC_RDWR, fapl);
   else g->file = H5Fcreate(o->path, o->overwrite ? H5F_ACC_TRUNC : H5F_ACC_EXCL, H5P_DEFAULT, fapl);
   H5Pclose(fapl);
@@ -722,6 +724,7 @@ spry_runlog *spry_runlog_open(const spry_runlog_options *o, char *err, size_t er
     spry_free(&g);
     return NULL;
   }
+  spry_h5_collective_begin(o->path); /* any I/O error from here on ends the job with the file and the cause */
   g->dxpl = SPRY_CHECK_H5(H5Pcreate(H5P_DATASET_XFER));
   SPRY_CHECK_H5(H5Pset_dxpl_mpio(g->dxpl, H5FD_MPIO_COLLECTIVE));
   if (o->resume) {
@@ -944,7 +947,13 @@ void spry_runlog_close(spry_runlog **pg, int status, const float *w_final) {
   if (status == SPRY_RUN_OK) {
     hsize_t ddims[1] = {g->d};
     hid_t grp = SPRY_CHECK_H5(H5Gopen2(g->file, "model", H5P_DEFAULT));
-    write_static(g, grp, "w_final", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, ddims, w_final, (int[]){AX_PARAM});
+    hid_t wf = static_dataset(g, grp, "w_final", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, ddims, w_final, (int[]){AX_PARAM});
+    uint64_t h = g->rank == 0 ? spry_fnv1a(w_final, sizeof(float) * g->d, 0) : 0; /* rank 0's weights are written */
+    SPRY_CHECK_MPI(MPI_Bcast(&h, 1, MPI_UINT64_T, 0, g->comm));
+    hid_t hsp = SPRY_CHECK_H5(H5Screate(H5S_SCALAR));
+    hid_t ha = SPRY_CHECK_H5(H5Acreate2(wf, "fnv1a64", H5T_STD_U64LE, hsp, H5P_DEFAULT, H5P_DEFAULT));
+    SPRY_CHECK_H5(H5Awrite(ha, H5T_NATIVE_UINT64, &h)); /* checked by spry info */
+    H5Aclose(ha), H5Sclose(hsp), H5Dclose(wf);
     H5Gclose(grp);
   }
   attr_text(g->file, "status", what);

@@ -69,15 +69,23 @@ def main():
                 w[7] += 1.0
                 f["w"][...] = w
         p = variant("corrupt", flip)
-        refused(cfg + ["-o", p, "--resume"], p + ".ckpt", "corrupt", "checksum of w")
+        # the whole-file digest (checked before HDF5 opens the file) catches it before w's own checksum
+        refused(cfg + ["-o", p, "--resume"], p + ".ckpt", "corrupt checkpoint", "checksum")
 
         def garbage(c):
             open(c, "wb").write(b"not an HDF5 file at all\n" * 10)
         p = variant("garbage", garbage)
         refused(cfg + ["-o", p, "--resume"], p + ".ckpt", "not an HDF5 file")
 
-        def foreign(c):
+        def edited(c):  # an attribute changed in place: the whole-file digest no longer matches
             with h5py.File(c, "r+") as f:
+                f.attrs["format"] = "something-else"
+        p = variant("edited", edited)
+        refused(cfg + ["-o", p, "--resume"], p + ".ckpt", "corrupt checkpoint")
+
+        def foreign(c):  # another HDF5 file in its place
+            os.remove(c)
+            with h5py.File(c, "w") as f:
                 f.attrs["format"] = "something-else"
         p = variant("foreign", foreign)
         refused(cfg + ["-o", p, "--resume"], "not a spry checkpoint")

@@ -11,7 +11,13 @@
    elsewhere, equals sum personal_correct / sum personal_count of the slots, and differs from local_acc on at
    least one eval round (3 epochs of AdamW at lr 1e-2 move the local model). With F = 0 it is NaN everywhere.
 3. `spry info` still reads the committed version-1 fixture (fixtures/runfile-v1.h5, written by spry at 8c9d9ad)
-   and reads a version-2 file.
+   and reads a version-2 file. Every number it prints from a version-2 oracle file with stored weights and
+   personalisation (initial evaluation, global and personalised accuracy of the last eval round, the oracle
+   summary: mean over rounds of sum_l bias_sq / ||g||^2 from the full local and the batch-path gradients, mean
+   Z^2, f and ||grad f||^2 at t = 0 and at the last round, the /weights rows, the sampled partition's realised
+   vs drawn distance: mean, max and its client) and the version-1 oracle summary are recomputed from the file with h5py and must
+   equal the printed text EXACTLY at the printed precision (the sums are redone in spry's order: sequential, in
+   double, so the digits cannot differ).
 
 usage: runfile_v2.py SPRY MPIEXEC NUMPROC_FLAG
 """
@@ -32,6 +38,91 @@ FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "
 
 def fingerprint(out):
     return re.search(r"fingerprint: weights ([0-9a-f]{16}) metrics ([0-9a-f]{16})", out).groups()
+
+
+def grab(pattern, out):
+    m = re.search(pattern, out)
+    assert m, "spry info printed no line matching %r:\n%s" % (pattern, out)
+    return m.groups()
+
+
+def seq_sq(x):
+    """sum_i x_i^2 of a float32 row in double, sequentially (spry's order)."""
+    return float(np.cumsum(np.asarray(x, dtype=np.float64) ** 2)[-1])
+
+
+def mean_bias_ratio(bias, g2):
+    acc = 0.0
+    for t in range(len(g2)):
+        s = 0.0
+        for v in bias[t]:
+            s += float(v)
+        acc += s / g2[t]
+    return acc / len(g2)
+
+
+def check_info_v1(out, path):
+    """The version-1 oracle summary (batch-path only: v1's bias_sq over v1's true_gradient)."""
+    with h5py.File(path, "r") as f:
+        R = int(f.attrs["rounds_done"])
+        g2 = [seq_sq(f["/rounds/true_gradient"][t]) for t in range(R)]
+        want = "%.6g" % mean_bias_ratio(f["/rounds/bias_sq"][:R], g2)
+    got, = grab(r"oracle +mean over %d rounds of sum_l bias_sq / \|\|g\|\|\^2: (\S+) \(version 1" % R, out)
+    assert got == want, "v1 bias ratio printed %s, file gives %s" % (got, want)
+
+
+def check_info_v2(out, path):
+    """Every v2 number spry info prints, against the file (exact at the printed precision)."""
+    with h5py.File(path, "r") as f:
+        R = int(f.attrs["rounds_done"])
+        m = f["/rounds/metrics"][:R]
+        il, ia = grab(r"initial +w_0, before round 1: held-out loss (\S+), accuracy (\S+)%", out)
+        assert (il, ia) == ("%.6f" % f.attrs["initial_eval_loss"], "%.2f" % (100 * f.attrs["initial_eval_acc"])), \
+            "initial evaluation printed %s %s" % (il, ia)
+        t = int(np.where(m["evaluated"] == 1)[0][-1])
+        ea, la, pa = grab(r"accuracy (\S+)%% \(round %d\); clients' local accuracy (\S+)%% \(global model\); "
+                          r"personalised local accuracy (\S+)%% \(after 2 local epochs\)" % (t + 1), out)
+        want = tuple("%.2f" % (100 * m[k][t]) for k in ("eval_acc", "local_acc", "personal_acc"))
+        assert (ea, la, pa) == want, "accuracies printed %s, file %s" % ((ea, la, pa), want)
+        rf = mean_bias_ratio(f["/rounds/bias_sq"][:R], [float(v) for v in m["grad_sq"]])
+        rb = mean_bias_ratio(f["/rounds/batch_bias_sq"][:R], [seq_sq(f["/rounds/batch_gradient"][i]) for i in range(R)])
+        zf = zb = 0.0
+        for i in range(R):
+            zf += float(m["z2"][i])
+            zb += float(m["batch_z2"][i])
+        got = grab(r"oracle +mean over %d rounds of sum_l bias_sq / \|\|g\|\|\^2: (\S+) \(full local gradients\), "
+                   r"(\S+) \(batch-path gradients\); mean Z\^2: (\S+) \(full local\), (\S+) \(batch-path\)" % R, out)
+        want = tuple("%.6g" % v for v in (rf, rb, zf / R, zb / R))
+        assert got == want, "oracle summary printed %s, file gives %s" % (got, want)
+        got = grab(r"objective +t = 0: f\(w_0\) = (\S+), \|\|grad f\(w_0\)\|\|\^2 = (\S+); at w_t of the last round "
+                   r"t = %d: f = (\S+), \|\|grad f\|\|\^2 = (\S+)\n" % (R - 1), out)
+        want = tuple("%.6g" % v for v in (m["objective"][0], m["grad_sq"][0], m["objective"][-1], m["grad_sq"][-1]))
+        assert got == want, "objective line printed %s, file gives %s" % (got, want)
+        rows = f["/weights/round"][()]
+        got, = grab(r"weights +/weights/w: %d rows \(w_t at the start of round t\) at t = ([0-9, .]+)\n" % len(rows), out)
+        assert got == ", ".join(str(int(r)) for r in rows), "weights rows printed %s, file %s" % (got, rows)
+        cnt, pi = f["/partition/label_counts"][()], f["/partition/proportions"][()]
+        N, C = pi.shape
+        tot, worst, wm = 0.0, 0.0, 0
+        for i in range(N):  # spry's order: tv per client from the counts, then the sum
+            n = 0
+            for c in range(C):
+                n += int(cnt[i, c])
+            tv = 0.0
+            for c in range(C):
+                tv += abs((float(cnt[i, c]) / n if n > 0 else 0.0) - float(pi[i, c]))
+            tv *= 0.5
+            tot += tv
+            if tv > worst:
+                worst, wm = tv, i
+        assert np.allclose(f["/partition/proportion_distance"][()], 0.5 * np.abs(cnt / cnt.sum(1, keepdims=True) - pi).sum(1))
+        got = grab(r"partition +(\w+) \(fl.examples_per_client = (\d+)\); realised vs drawn train label mix, total "
+                   r"variation: mean (\S+), max (\S+) \(client (\d+)\) over %d clients\n" % N, out)
+        want = (f["/partition"].attrs["partition"].decode() if isinstance(f["/partition"].attrs["partition"], bytes)
+                else str(f["/partition"].attrs["partition"]), str(int(f["/partition"].attrs["examples_per_client"])),
+                "%.4f" % (tot / N), "%.4f" % worst, str(wm))
+        assert got == want, "partition line printed %s, file gives %s" % (got, want)
+    return rf, rb
 
 
 def main():
@@ -81,11 +172,21 @@ def main():
                 list(np.where(ev)[0]), np.round(m3["personal_acc"][ev], 4), np.round(m3["local_acc"][ev], 4)))
 
         # 3. spry info on version 1 and version 2
-        for path, ver in ((FIXTURE, 1), (p3, 2)):
+        po = os.path.join(tmp, "oracle.h5")
+        spry.run(L.TINY + L.sets(method__client_lr=0.01, log__gradients="oracle", log__weights_every=2,
+                                 eval__personalize_epochs=2, run__rounds=5, fl__partition="sampled",
+                                 fl__examples_per_client=40) + ["-o", po])
+        for path, ver in ((FIXTURE, 1), (p3, 2), (po, 2)):
             r = subprocess.run([spry.spry, "info", path], capture_output=True, text=True, env=spry.env)
             assert r.returncode == 0, "spry info %s exited %d: %s" % (path, r.returncode, r.stderr)
             assert "spry-run v%d" % ver in r.stdout and "final        round" in r.stdout, r.stdout
-        print("  spry info reads the version-1 fixture and a version-2 file")
+            if path == FIXTURE:
+                check_info_v1(r.stdout, path)
+            if path == po:
+                rf, rb = check_info_v2(r.stdout, path)
+        print("  spry info reads the version-1 fixture and version-2 files; its oracle summary (bias ratio %.4g full "
+              "local, %.4g batch-path), initial/personalised accuracy, objective and weights rows equal the file's"
+              % (rf, rb))
     print("runfile_v2: full local gradient, personalisation and v1 reading checked")
 
 

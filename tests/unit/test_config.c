@@ -456,7 +456,7 @@ static const bad_case BAD[] = {
     {"bool maybe", NULL, {"run.quiet=maybe"}, SPRY_CONFIG_ERR_VALUE, {"run.quiet", "'maybe'", "true, false"}},
     {"int out of range", NULL, {"model.n_layer=0"}, SPRY_CONFIG_ERR_VALUE, {"model.n_layer", "= 0", "1 .. 256"}},
     {"double out of range", NULL, {"fl.test_fraction=0.95"}, SPRY_CONFIG_ERR_VALUE,
-     {"fl.test_fraction", "0.95", "0 <= x <= 0.9"}},
+     {"fl.test_fraction", "0.95", "0 < x <= 0.9"}},
     {"double not a number", NULL, {"method.client_lr=fast"}, SPRY_CONFIG_ERR_VALUE, {"method.client_lr", "'fast'"}},
     {"double overflow", NULL, {"method.server_lr=1e999"}, SPRY_CONFIG_ERR_VALUE, {"method.server_lr", "1e999"}},
     {"inf where only finite allowed", NULL, {"lora.alpha=inf"}, SPRY_CONFIG_ERR_VALUE,
