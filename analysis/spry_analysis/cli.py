@@ -1,14 +1,18 @@
 """spry-analyze VERB ...: summary, table, curves, compare, theory, report (docs/analysis.md).
 
 Exit status: 0 success (theory: the statement holds), 1 theory: the statement does not hold (or the theorem's
-preconditions fail), 2 bad input or data the check needs is missing (the message names the file and item).
+preconditions fail), 2 bad input, data the check needs is missing, or a damaged file (the message names the file and
+item). A damaged file on which HDF5 loops is reported after SPRY_READ_TIMEOUT seconds (default 20) of one read.
 """
 import argparse
 import os
+import select
+import signal
 import sys
+import time
 
 from . import compare as cmp
-from . import plots, report, table, theory
+from . import plots, report, runfile, table, theory
 from .runfile import RunFileError, find_runs
 
 
@@ -113,10 +117,61 @@ def parser():
     return p
 
 
-def main(argv=None):
-    a = parser().parse_args(argv)
+def _work(a):
     try:
         return a.fn(a)
     except (RunFileError, KeyError, OSError, ValueError) as e:
         print("spry-analyze %s: %s" % (a.verb, e.args[0] if e.args else e), file=sys.stderr)
         return 2
+
+
+def _watched(a, timeout):
+    """Run the verb in a child process; the parent ends it and reports the file as damaged when one HDF5 access
+    (bracketed by runfile._watch) has not returned within `timeout` seconds (HDF5 1.10 can loop forever on some
+    corrupted metadata, inside a C call that Python cannot interrupt)."""
+    r, w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        runfile.set_watch_fd(w)
+        rc = 2
+        try:
+            rc = _work(a)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(rc if isinstance(rc, int) else 0)
+    os.close(w)
+    buf, current, since = b"", None, None
+    while True:
+        left = None if current is None else max(0.0, since + timeout - time.monotonic())
+        ready, _, _ = select.select([r], [], [], left)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            print("spry-analyze %s: %s: damaged run file: reading it did not finish within %g s (HDF5 loops on some "
+                  "corrupted metadata; SPRY_READ_TIMEOUT sets the limit)" % (a.verb, current, timeout),
+                  file=sys.stderr)
+            return 2
+        chunk = os.read(r, 65536)
+        if not chunk:
+            break
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            if line[:1] == b"b":
+                current, since = line[1:].decode(errors="replace"), time.monotonic()
+            elif line[:1] == b"e":
+                current = None
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 2
+
+
+def main(argv=None):
+    a = parser().parse_args(argv)
+    timeout = float(os.environ.get("SPRY_READ_TIMEOUT", "20"))
+    if timeout > 0 and hasattr(os, "fork"):
+        return _watched(a, timeout)
+    return _work(a)

@@ -40,8 +40,7 @@ def applicable(paths):
         with RunFile(p) as rf:
             oracle = rf.has("/slots/batch_gradient")
             est, comm, split = rf.cfg("method.estimator"), rf.cfg("method.comm"), rf.cfg("method.split")
-            part = rf.f["/partition"].attrs.get("partition", b"pool") if "/partition" in rf.f else b"pool"
-            part = part.decode() if isinstance(part, bytes) else str(part)
+            part = rf.partition_kind()
             if oracle and comm == "iteration" and est == "forward":
                 sel["E1"].append(p)
                 sel["E2"].append(p)

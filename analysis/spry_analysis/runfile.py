@@ -46,6 +46,32 @@ METHOD_KEYS = ("estimator", "split", "comm", "client_opt", "server_opt", "K", "t
                "local_epochs", "local_steps")
 
 
+# Watchdog hook (cli.py): HDF5 1.10 loops forever on some corrupted metadata (issue 12's fuzz case, e.g. a damaged
+# global heap behind a string attribute), inside one C call that Python cannot interrupt. The CLI runs the work in a
+# child process; every HDF5 access of this module is bracketed by "b" / "e" bytes on this pipe, and the parent
+# reports the file as damaged when an access has not ended within SPRY_READ_TIMEOUT seconds.
+_WATCH_FD = None
+_WATCH_PATH = None
+
+
+def set_watch_fd(fd):
+    global _WATCH_FD
+    _WATCH_FD = fd
+
+
+class _watch:
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        if _WATCH_FD is not None:
+            os.write(_WATCH_FD, ("b%s\n" % self.path).encode())
+
+    def __exit__(self, *exc):
+        if _WATCH_FD is not None:
+            os.write(_WATCH_FD, b"e\n")
+
+
 class RunFileError(Exception):
     """A file that is not a readable spry run file (the message names the file and what is wrong)."""
 
@@ -88,10 +114,12 @@ class RunFile:
         if not os.path.exists(self.path):
             raise RunFileError("%s: no such file" % self.path)
         try:
-            self.f = h5py.File(self.path, "r")
+            with _watch(self.path):
+                self.f = h5py.File(self.path, "r")
         except OSError as e:
             raise RunFileError("%s: cannot open as HDF5 (%s)" % (self.path, e)) from None
-        self.attrs = {k: _attr(v) for k, v in self.f.attrs.items()}
+        with _watch(self.path):
+            self.attrs = {k: _attr(v) for k, v in self.f.attrs.items()}
         if self.attrs.get("format") != FORMAT:
             self.f.close()
             raise RunFileError("%s: not a spry run file (root attribute format = %r, expected %r)"
@@ -134,11 +162,22 @@ class RunFile:
 
     def has(self, name):
         """Whether the file carries the item (v2 name; a v1 file's batch-path items count under their v2 names)."""
-        return self._path(name) is not None
+        with _watch(self.path):
+            return self._path(name) is not None
+
+    def partition_kind(self):
+        """`fl.partition` as written in /partition's attribute (v2: pool, sampled, homogeneous; v1: pool)."""
+        with _watch(self.path):
+            v = self.f["/partition"].attrs.get("partition", b"pool") if "/partition" in self.f else b"pool"
+        return v.decode() if isinstance(v, bytes) else str(v)
 
     def read(self, name, rows=None):
         """The dataset `name` (v2 name); round-indexed datasets cut to the finished rounds (rows < rounds_done),
         then `rows` (a slice or index array) applied. KeyError naming the file, the item and the level if absent."""
+        with _watch(self.path):
+            return self._read(name, rows)
+
+    def _read(self, name, rows):
         p = self._path(name)
         if p is None:
             raise KeyError("%s: no %s (format v%d, log.gradients = %s%s)" % (
@@ -252,6 +291,10 @@ class RunFile:
         Why not `xr.open_dataset(path, engine="h5netcdf", group=...)`: h5netcdf resolves a dataset's dimension
         scales only in its own group and the groups above it, and the run file keeps them in the sibling group
         /axes, so that call raises KeyError('round') on every group but /axes (which it opens fine)."""
+        with _watch(self.path):
+            return self._to_xarray(group)
+
+    def _to_xarray(self, group):
         import xarray as xr
         g = self.f["/" + group.strip("/")]
         data_vars = {}
@@ -283,6 +326,10 @@ class RunFile:
         """Every dataset (round-indexed ones cut to rounds_done) and attribute, minus the nondeterministic items:
         {'/path': array, '/path@attr': value, '/@attr': value}. Dimension-scale references (file addresses)
         are dropped."""
+        with _watch(self.path):
+            return self._contents()
+
+    def _contents(self):
         out = {}
         skip = self.nondeterministic
         for k, v in self.f.attrs.items():
@@ -319,7 +366,7 @@ def find_runs(paths):
                     if name.endswith(".h5"):
                         q = os.path.join(root, name)
                         try:
-                            with h5py.File(q, "r") as f:
+                            with _watch(q), h5py.File(q, "r") as f:
                                 fmt = _attr(f.attrs.get("format", ""))
                         except OSError:
                             continue

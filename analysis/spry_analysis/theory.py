@@ -405,8 +405,7 @@ def e5(paths, plot):
         with RunFile(p) as rf:
             _need(rf, "/slots/local_gradient", "E5 needs the full local gradients (v2, log.gradients = oracle)")
             _need(rf, "/rounds/bias_sq")
-            part = rf.f["/partition"].attrs.get("partition", b"pool")
-            part = part.decode() if isinstance(part, bytes) else str(part)
+            part = rf.partition_kind()
             bias = rf.read("/rounds/bias_sq").sum(axis=1)
             g = rf.read("/rounds/true_gradient").astype(np.float64)
             g2 = (g * g).sum(axis=1)

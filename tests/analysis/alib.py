@@ -35,10 +35,11 @@ def spry(binary, out, *settings, extra=()):
     return p.stdout
 
 
-def analyze(*args, expect=0):
-    """Run analysis/spry-analyze with /usr/bin/python3; check the exit status; return stdout."""
+def analyze(*args, expect=0, env=None):
+    """Run analysis/spry-analyze with /usr/bin/python3; check the exit status; return stdout + stderr."""
     cmd = ["/usr/bin/python3", CLI] + [str(a) for a in args]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, **env) if env else None)
     if expect is not None and p.returncode != expect:
         raise AssertionError("%s\nexited %d, expected %d\nstdout:\n%s\nstderr:\n%s" % (
             " ".join(cmd), p.returncode, expect, p.stdout[-6000:], p.stderr[-3000:]))

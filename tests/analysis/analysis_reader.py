@@ -14,7 +14,10 @@ Checks:
    xr.open_dataset(engine="h5netcdf")), with the round axis cut to rounds_done.
 6. A sweep directory (nested folders) gives one table whose differing configuration keys are columns; --clients
    gives one row per (run, round, slot).
-7. Bad input: a file that is not a run file, a missing path: exit 2 with the file named.
+7. Bad input: a file that is not a run file, a missing path: exit 2 with the file named. A damaged run file on
+   which HDF5 1.10 loops forever (issue 12's fuzz fixture tests/integration/fixtures/runfile-hdf5-loop.h5): exit 2,
+   "damaged run file", within SPRY_READ_TIMEOUT = 3 s plus start-up (checked: under 30 s), for `summary` and for a
+   sweep directory holding it.
 
 usage: analysis_reader.py SPRY
 """
@@ -166,6 +169,17 @@ def main():
         bad = alib.analyze("table", os.path.join(tmp, "nope.h5"), "-o", csv, expect=2)
         assert "nope.h5" in bad and "no such" in bad, bad
         n_checks += 2
+        loop = os.path.join(alib.HERE, "..", "integration", "fixtures", "runfile-hdf5-loop.h5")
+        if os.path.exists(loop):
+            import time
+            dmg = os.path.join(tmp, "damaged")
+            os.makedirs(dmg)
+            shutil.copy(loop, os.path.join(dmg, "run.h5"))
+            for args in (("summary", loop), ("table", dmg, "-o", csv)):
+                t0 = time.time()
+                bad = alib.analyze(*args, expect=2, env={"SPRY_READ_TIMEOUT": "3"})
+                assert "damaged run file" in bad and time.time() - t0 < 30, bad
+            n_checks += 2
     print("analysis_reader: %d checks passed" % n_checks)
 
 
