@@ -5,6 +5,7 @@
 #   scripts/setup.sh --torch    also python3-torch (the PyTorch reference peer used by tests and benchmarks)
 #   scripts/setup.sh --slurm    also slurm-wlm (the Slurm tests start a throw-away cluster on loopback)
 #   scripts/setup.sh --data     also the Debian text packages the datasets are built from
+#   scripts/setup.sh --browser  also chromium (headless screenshots of analysis/ HTML reports in the tests)
 #   scripts/setup.sh --all      everything
 set -euo pipefail
 
@@ -12,9 +13,11 @@ core=(build-essential cmake pkg-config git
       libopenmpi-dev openmpi-bin
       libhdf5-openmpi-dev libhdf5-dev hdf5-tools
       libopenblas-dev libinih-dev
-      python3 python3-h5py python3-numpy python3-scipy python3-matplotlib)
+      python3 python3-h5py python3-numpy python3-scipy python3-matplotlib
+      python3-pandas python3-xarray python3-h5netcdf)
 torch=(python3-torch)
 slurm=(slurm-wlm)
+browser=(chromium)
 data=(wordnet-base fortunes fortunes-min fortune-mod bible-kjv bible-kjv-text nodejs npm python3-regex)
 
 want=("${core[@]}")
@@ -23,8 +26,9 @@ for arg in "$@"; do
     --torch) want+=("${torch[@]}") ;;
     --slurm) want+=("${slurm[@]}") ;;
     --data)  want+=("${data[@]}") ;;
-    --all)   want+=("${torch[@]}" "${slurm[@]}" "${data[@]}") ;;
-    *) echo "setup.sh: unknown option '$arg' (allowed: --torch --slurm --data --all)" >&2; exit 2 ;;
+    --browser) want+=("${browser[@]}") ;;
+    --all)   want+=("${torch[@]}" "${slurm[@]}" "${data[@]}" "${browser[@]}") ;;
+    *) echo "setup.sh: unknown option '$arg' (allowed: --torch --slurm --data --browser --all)" >&2; exit 2 ;;
   esac
 done
 

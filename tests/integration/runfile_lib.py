@@ -9,8 +9,11 @@ import subprocess
 import sys
 import time
 
-import h5py
+import h5py  # noqa: F401  (drivers that import this module use it)
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "analysis"))
+from spry_analysis.runfile import RunFile, RunFileError  # noqa: E402,F401  the project's run-file reader
 
 # `spry run` on a tiny federation: 2 layers, d = 2176, 8 clients, 5 per round; a round takes ~10 ms.
 TINY = ["run", "--set", "data.dataset=synthetic", "--set", "model.base=random", "--set", "lora.rank=8",
@@ -91,8 +94,9 @@ def kill9(proc):
 
 
 def rounds_done(path):
-    with h5py.File(path, "r") as f:
-        return int(f.attrs["rounds_done"])
+    """The file's finished rounds (the reading rule), through the project's reader (analysis/spry_analysis)."""
+    with RunFile(path) as rf:
+        return rf.rounds_done
 
 
 def wait_for_rounds(path, n, proc, timeout=120):
@@ -104,7 +108,7 @@ def wait_for_rounds(path, n, proc, timeout=120):
         try:
             if os.path.exists(path) and rounds_done(path) >= n:
                 return
-        except (OSError, KeyError):
+        except (OSError, KeyError, RunFileError):
             pass  # the file is being created
         time.sleep(0.01)
     raise AssertionError("%s did not reach %d rounds in %d s" % (path, n, timeout))
@@ -117,30 +121,9 @@ def nondeterministic(f):
 
 def contents(path):
     """Every dataset (rows past rounds_done dropped) and every attribute, minus the nondeterministic items:
-    {'/path': array, '/path@attr': value}."""
-    out = {}
-    with h5py.File(path, "r") as f:
-        skip = nondeterministic(f)
-        done = int(f.attrs["rounds_done"])
-        for k, v in f.attrs.items():
-            if "/@" + k not in skip:
-                out["/@" + k] = v
-
-        def visit(name, obj):
-            p = "/" + name
-            if p in skip:
-                return
-            for k, v in obj.attrs.items():
-                if k in ("DIMENSION_LIST", "REFERENCE_LIST"):
-                    continue  # object references: file addresses
-                out[p + "@" + k] = v
-            if isinstance(obj, h5py.Dataset):
-                data = obj[()]
-                if obj.maxshape and obj.maxshape[0] is None:
-                    data = data[:done]
-                out[p] = data
-        f.visititems(visit)
-    return out
+    {'/path': array, '/path@attr': value} (RunFile.contents of the project's reader)."""
+    with RunFile(path) as rf:
+        return rf.contents()
 
 
 def same(a, b):

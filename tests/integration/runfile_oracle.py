@@ -17,7 +17,6 @@ import os
 import sys
 import tempfile
 
-import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -46,22 +45,22 @@ def bias_z2(G, w, assigned_t, blocks):
 
 
 def check(path, iteration):
-    with h5py.File(path, "r") as f:
-        R = int(f.attrs["rounds_done"])
-        blocks = f["/model/blocks"][()]
-        info, assigned = f["/slots/info"][()], f["/slots/assigned"][()].astype(bool)
-        G = f["/slots/local_gradient"][()].astype(float)         # [R, M, d] full local gradients at w_t
-        Gb = f["/slots/batch_gradient"][()].astype(float)        # [R, M, d] batch-path gradients
-        mbv, res = f["/slots/minibatch_variance"][()], f["/slots/residual_sq"][()]
-        est, agg = f["/slots/estimate"][()].astype(float), f["/rounds/aggregate"][()].astype(float)
-        g_log, gb_log = f["/rounds/true_gradient"][()].astype(float), f["/rounds/batch_gradient"][()].astype(float)
-        cls = f["/rounds/class_gradients"][()].astype(float)    # [R, C, d]
-        met = f["/rounds/metrics"][()]
-        bias_log, bbias_log = f["/rounds/bias_sq"][()], f["/rounds/batch_bias_sq"][()]
-        var_log = f["/rounds/class_variance"][()]
-        lc = f["/partition/label_counts"][()]
+    with L.RunFile(path) as f:  # the project's reader: rows < rounds_done only
+        R = f.rounds_done
+        blocks = f.read("/model/blocks")
+        info, assigned = f.read("/slots/info"), f.read("/slots/assigned").astype(bool)
+        G = f.read("/slots/local_gradient").astype(float)         # [R, M, d] full local gradients at w_t
+        Gb = f.read("/slots/batch_gradient").astype(float)        # [R, M, d] batch-path gradients
+        mbv, res = f.read("/slots/minibatch_variance"), f.read("/slots/residual_sq")
+        est, agg = f.read("/slots/estimate").astype(float), f.read("/rounds/aggregate").astype(float)
+        g_log, gb_log = f.read("/rounds/true_gradient").astype(float), f.read("/rounds/batch_gradient").astype(float)
+        cls = f.read("/rounds/class_gradients").astype(float)    # [R, C, d]
+        met = f.read("/rounds/metrics")
+        bias_log, bbias_log = f.read("/rounds/bias_sq"), f.read("/rounds/batch_bias_sq")
+        var_log = f.read("/rounds/class_variance")
+        lc = f.read("/partition/label_counts")
         # the train pool = every client's train + local test examples (the class gradients run over all of them)
-        counts = lc.sum(axis=0) + f["/partition/test_label_counts"][()].sum(axis=0)
+        counts = lc.sum(axis=0) + f.read("/partition/test_label_counts").sum(axis=0)
         pihat = lc / lc.sum(axis=1, keepdims=True)                # realised train label proportions [N, C]
         for t in range(R):
             w = info["weight"][t]
@@ -106,8 +105,8 @@ def check(path, iteration):
                 close(met["cosine"][t], cos, what="round %d cosine" % t)
             else:
                 assert np.isnan(met["sq_error"][t]) and np.isnan(met["cosine"][t]), "epoch: sq_error must be NaN"
-        if "/weights/w" in f:  # secant from the logged weights and class gradients
-            rounds, W = list(f["/weights/round"][()]), f["/weights/w"][()].astype(float)
+        if f.has("/weights/w"):  # secant from the logged weights and class gradients
+            rounds, W = list(f.read("/weights/round")), f.read("/weights/w").astype(float)
             share = counts / counts.sum()
             for t in range(1, R):
                 if t in rounds and t - 1 in rounds:
