@@ -288,9 +288,8 @@ class RunFile:
         dimensions (the names of the /axes dimension scales attached to each dataset; round-indexed data cut to
         rounds_done; compound datasets split into one variable per field, named `dataset.field`).
 
-        Why not `xr.open_dataset(path, engine="h5netcdf", group=...)`: h5netcdf resolves a dataset's dimension
-        scales only in its own group and the groups above it, and the run file keeps them in the sibling group
-        /axes, so that call raises KeyError('round') on every group but /axes (which it opens fine)."""
+        Unlike the plain `xr.open_dataset(path, engine="h5netcdf", group=...)` (which works on files whose writer
+        hard-links the /axes scales at the root), this applies the rounds_done reading rule and also reads v1 files."""
         with _watch(self.path):
             return self._to_xarray(group)
 

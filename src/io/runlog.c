@@ -421,6 +421,16 @@ static void write_axes(spry_runlog *g) {
   series *x = &g->s[S_ROUND_AXIS];
   create_series(g, x);
   SPRY_CHECK_H5(H5DSset_scale(x->dset, "round"));
+  /* Each scale is also hard-linked at the root (/round = /axes/round, ...: the same object, no copy). netCDF-4
+   * readers (h5netcdf, hence xarray's engine="h5netcdf") look a variable's dimension scales up only in its own
+   * group and the groups above it; with the links, xr.open_dataset(run, engine="h5netcdf", group="rounds") names
+   * every dimension (docs/runfile.md "Reading"). */
+  for (int a = 0; a < N_AXES; a++) {
+    char src[64], dst[64];
+    snprintf(src, sizeof src, "/axes/%s", AXIS_NAME[a]);
+    snprintf(dst, sizeof dst, "/%s", AXIS_NAME[a]);
+    SPRY_CHECK_H5(H5Lcreate_hard(g->file, src, g->file, dst, H5P_DEFAULT, H5P_DEFAULT));
+  }
 }
 
 typedef struct {

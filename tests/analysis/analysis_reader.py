@@ -10,8 +10,9 @@ Checks:
 3. v1 names: a v1 oracle file's /slots/true_gradient reads as /slots/batch_gradient (bitwise), metrics z2 as
    batch_z2; the full-local-gradient items are absent (has() False, z2 NaN).
 4. The nondeterministic list: contents() of two runs of the same configuration are equal item by item.
-5. xarray: every group of a run file opens with named dimensions (RunFile.to_xarray; /axes also through
-   xr.open_dataset(engine="h5netcdf")), with the round axis cut to rounds_done.
+5. xarray: every group of a run file opens with named dimensions (RunFile.to_xarray, with the round axis cut to
+   rounds_done; and the plain xr.open_dataset(run, engine="h5netcdf", group=...) for /axes, /rounds, /slots,
+   /partition).
 6. A sweep directory (nested folders) gives one table whose differing configuration keys are columns; --clients
    gives one row per (run, round, slot).
 7. Bad input: a file that is not a run file, a missing path: exit 2 with the file named. A damaged run file on
@@ -149,6 +150,13 @@ def main():
             ax = xr.open_dataset(it, engine="h5netcdf", group="axes")
             assert set(ax.dims) >= {"round", "slot", "client", "class", "block", "parameter"}, dict(ax.dims)
             ax.close()
+            # the plain netCDF-4 call on the data groups (the writer hard-links every scale at the root): named
+            # dimensions; xarray does not know the rounds_done rule, so its round axis is the rows written
+            for grp, var, dims in (("rounds", "block_count", ("round", "block")),
+                                   ("slots", "scalars", ("round", "slot", "step", "k")),
+                                   ("partition", "label_counts", ("client", "class"))):
+                with xr.open_dataset(it, engine="h5netcdf", group=grp) as xd:
+                    assert xd[var].dims == dims, "%s/%s: dims %s, expected %s" % (grp, var, xd[var].dims, dims)
         n_checks += 1
         # 6. sweep directory
         csv = os.path.join(tmp, "sweep.csv")
