@@ -11,7 +11,7 @@
  *                                                                jvp and gradient, for bench/torch_peer.py
  *   bench_engine serve  --size S [--B] [--T] [--K 16]             runs methods named on stdin, one at a time, and
  *                                                                prints their times: the PyTorch peer interleaves
- *   bench_engine mem    --size S --method M [--n_layer L] [--T n] [--B] [--threads N]
+ *   bench_engine mem    --size S --method M [--n_layer L] [--T n] [--B] [--threads N] [--lora_rank r]
  *                                                                allocator peak and max RSS of one method
  *   bench_engine fed    --rounds R [--warmup_rounds W] [--set section.key=value ...]
  *                                                                federated simulation throughput (under mpirun)
@@ -72,11 +72,16 @@ typedef struct {
 } size_preset;
 
 /* tiny = the configuration defaults (docs/configuration.md); mid = in between; gpt2s = GPT-2 small's shapes
- * (12 layers, 768 wide, 12 heads, its 50257-token vocabulary) with the context cut to the benchmark's T. */
+ * (12 layers, 768 wide, 12 heads, its 50257-token vocabulary) with the context cut to the benchmark's T.
+ * gpt2m / gpt2l / gpt2xl: GPT-2 medium (24 x 1024, 16 heads; RoBERTa-large's depth and width), large (36 x 1280,
+ * 20 heads) and XL (48 x 1600, 25 heads), used by `mem` for the paper-scale memory table (random weights). */
 static const size_preset sizes[] = {
     {"tiny", 4, 4, 128, 64, 512, 64},
     {"mid", 6, 6, 384, 128, 16384, 128},
     {"gpt2s", 12, 12, 768, 512, 50257, 128},
+    {"gpt2m", 24, 16, 1024, 1024, 50257, 128},
+    {"gpt2l", 36, 20, 1280, 1024, 50257, 128},
+    {"gpt2xl", 48, 25, 1600, 1024, 50257, 128},
 };
 
 static size_preset find_size(const args *a) {
@@ -89,7 +94,7 @@ static size_preset find_size(const args *a) {
       if (s.T > s.n_ctx) s.n_ctx = s.T;
       return s;
     }
-  spry_fatal("--size %s: unknown (allowed: tiny, mid, gpt2s)", name);
+  spry_fatal("--size %s: unknown (allowed: tiny, mid, gpt2s, gpt2m, gpt2l, gpt2xl)", name);
 }
 
 static spry_model_config model_config(const size_preset *s) {
@@ -646,6 +651,8 @@ static int cmd_mem(const args *a) {
   parse_methods(opt_str(a, "--method", "fwd"), &me, 1);
   SPRY_CHECK(me.kind != M_JVP_SPRY, "mem: jvpK@spry is not a single call; use jvpK");
   spry_model_config cfg = model_config(&s);
+  cfg.lora_rank = opt_int(a, "--lora_rank", cfg.lora_rank);
+  cfg.lora_alpha = (float)cfg.lora_rank * 2.0f; /* scale alpha/r = 2, as the default; memory does not depend on it */
   size_t before_model = spry_mem_current();
   spry_model *m = make_model(&cfg, B, T, me.K);
   bench_batch bb = make_batch(&cfg, B, T, 11);
