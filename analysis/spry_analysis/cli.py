@@ -1,4 +1,4 @@
-"""spry-analyze VERB ...: summary, table, curves, compare, theory, report (docs/analysis.md).
+"""spry-analyze VERB ...: summary, table, curves, compare, theory, report, select (docs/analysis.md).
 
 Exit status: 0 success (theory: the statement holds), 1 theory: the statement does not hold (or the theorem's
 preconditions fail), 2 bad input, data the check needs is missing, or a damaged file (the message names the file and
@@ -13,6 +13,7 @@ import time
 
 from . import compare as cmp
 from . import plots, report, runfile, table, theory
+from . import select as sel
 from .runfile import RunFileError, find_runs
 
 
@@ -61,6 +62,18 @@ def _theory(a):
 def _report(a):
     secs = report.report(a.runs, a.output, a.target, a.by.split(",") if a.by else None)
     print("wrote %s (sections: %s)" % (a.output, ", ".join(secs)))
+    return 0
+
+
+def _select(a):
+    keys = a.keys.split(",")
+    winners, rows, skipped = sel.select(find_runs(a.runs), a.by, keys, a.skip_unfinished)
+    print(sel.format_rows(rows, keys))
+    if skipped:
+        print("left out %d unfinished run(s): the selection is interim" % len(skipped))
+    if a.output:
+        sel.write_json(winners, keys, a.output)
+        print("wrote %s (%d groups)" % (a.output, len(winners)))
     return 0
 
 
@@ -114,6 +127,16 @@ def parser():
     s.add_argument("--target", type=float, help="target accuracy (fraction)")
     s.add_argument("--by", help="comma list of configuration keys that split the methods")
     s.set_defaults(fn=_report)
+
+    s = sub.add_parser("select", help="hyper-parameters chosen on a validation split, the same rule for every method",
+                       description=sel.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("runs", nargs="+", help=runs_help)
+    s.add_argument("--by", default="method.preset", help="configuration key that names a group (default the preset)")
+    s.add_argument("--keys", default="method.client_lr,method.server_lr",
+                   help="comma list of the tuned configuration keys (reported and written)")
+    s.add_argument("-o", "--output", help="JSON file of the winners")
+    s.add_argument("--skip-unfinished", action="store_true", help="leave out unfinished runs (interim look)")
+    s.set_defaults(fn=_select)
     return p
 
 

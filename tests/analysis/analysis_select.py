@@ -1,0 +1,66 @@
+"""`spry-analyze select`: hyper-parameters chosen on a validation split, the same rule for every method.
+
+Checks (small real runs, 6 rounds each):
+1. Of three client learning rates, the winner is the run with the highest final validation accuracy, ties broken
+   by the lower validation loss: recomputed here from each file's last evaluated row with h5py (exact equality
+   of the chosen run; the rule is a comparison, no tolerance); the JSON holds the winner's rates.
+2. A run evaluated on the TEST split (data.validation_fraction = 0) is refused: exit 2, the file named, and the
+   message says why (tuned on the test set).
+3. An unfinished run (rounds_done < rounds_planned, status running) is refused, and left out with
+   --skip-unfinished (the output says the selection is interim).
+
+usage: analysis_select.py SPRY
+"""
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import h5py
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import alib  # noqa: E402
+
+binary = sys.argv[1]
+tmp = tempfile.mkdtemp(prefix="spry-select-")
+try:
+    sweep = os.path.join(tmp, "sweep")
+    os.makedirs(sweep)
+    common = ["run.rounds=6", "run.eval_every=3", "data.validation_fraction=0.2", "method.preset=fedavg",
+              "fl.clients_per_round=4"]
+    runs = {}
+    for lr in ("1e-4", "3e-3", "3e-2"):
+        out = os.path.join(sweep, "lr%s.h5" % lr)
+        alib.spry(binary, out, *common, "method.client_lr=" + lr)
+        with h5py.File(out, "r") as f:
+            m = f["/rounds/metrics"][: int(f.attrs["rounds_done"])]
+            last = [i for i in range(len(m)) if m["evaluated"][i]][-1]
+            runs[out] = (float(m["eval_acc"][last]), float(m["eval_loss"][last]))
+    best = sorted(runs, key=lambda p: (-runs[p][0], runs[p][1]))[0]
+    js = os.path.join(tmp, "chosen.json")
+    text = alib.analyze("select", sweep, "--keys", "method.client_lr", "-o", js)
+    chosen = json.load(open(js))
+    assert list(chosen) == ["fedavg"], chosen
+    assert os.path.samefile(chosen["fedavg"]["run"], best), "chose %s, the best is %s (%s)\n%s" % (
+        chosen["fedavg"]["run"], best, runs, text)
+    assert float(chosen["fedavg"]["method.client_lr"]) == float(best.split("lr")[-1][:-3]), chosen
+    assert text.count("**chosen**") == 1, text
+    # 2. the test split is refused
+    testrun = os.path.join(tmp, "test.h5")
+    alib.spry(binary, testrun, "run.rounds=2", "method.preset=fedavg", "fl.clients_per_round=4")
+    text = alib.analyze("select", testrun, expect=2)
+    assert "test.h5" in text and "TEST split" in text and "validation_fraction" in text, text
+    # 3. unfinished runs
+    part = os.path.join(sweep, "partial.h5")
+    shutil.copy(best, part)
+    with h5py.File(part, "r+") as f:
+        f.attrs["rounds_done"] = 3
+        f.attrs["status"] = "running"
+    text = alib.analyze("select", sweep, expect=2)
+    assert "partial.h5" in text and "finished runs only" in text, text
+    text = alib.analyze("select", sweep, "--skip-unfinished")
+    assert "left out 1 unfinished" in text and "interim" in text, text
+    print("analysis_select: all checks passed (winner %s of %d candidates)" % (os.path.basename(best), len(runs)))
+finally:
+    shutil.rmtree(tmp, ignore_errors=True)
