@@ -120,6 +120,9 @@ spry_rng_key spry_plan_tangent_key(const spry_plan *plan, int slot, uint32_t ste
  * slots of `rank` (count = 0 when rank >= n_slots). */
 int spry_slot_rank(int n_slots, int n_ranks, int slot);
 void spry_rank_slots(int n_slots, int n_ranks, int rank, int *first, int *count);
+/* The MPI_Gatherv / MPI_Allgatherv layout of that split: counts[r] = per_item * (items of rank r), displs[r] =
+ * per_item * (first item of rank r), for every rank r < n_ranks. */
+void spry_rank_slot_layout(int n_items, int n_ranks, int per_item, int *counts, int *displs);
 
 #ifdef __cplusplus
 }

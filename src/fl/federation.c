@@ -416,12 +416,7 @@ static void evaluate_global(spry_fed *f, double *loss, double *acc) {
   double *all = NULL;
   if (f->rank == 0) {
     all = spry_alloc("federation", sizeof(double) * 2 * (size_t)(nb > 0 ? nb : 1));
-    for (int r = 0; r < f->size; r++) {
-      int fr, cr;
-      spry_rank_slots(nb, f->size, r, &fr, &cr);
-      f->recv_counts[r] = 2 * cr;
-      f->recv_displs[r] = 2 * fr;
-    }
+    spry_rank_slot_layout(nb, f->size, 2, f->recv_counts, f->recv_displs);
   }
   SPRY_CHECK_MPI(MPI_Gatherv(mine, 2 * count, MPI_DOUBLE, all, f->recv_counts, f->recv_displs, MPI_DOUBLE, 0,
                              f->comm));
@@ -571,12 +566,7 @@ static void personalize(spry_fed *f, spry_round_record *rec) {
     mine[3 * j] = correct, mine[3 * j + 1] = nte, mine[3 * j + 2] = loss;
   }
   double *all = f->rank == 0 ? spry_alloc("federation", sizeof(double) * 3 * (size_t)M) : NULL;
-  for (int r = 0; r < f->size; r++) {
-    int fr, cr;
-    spry_rank_slots(M, f->size, r, &fr, &cr);
-    f->recv_counts[r] = 3 * cr;
-    f->recv_displs[r] = 3 * fr;
-  }
+  spry_rank_slot_layout(M, f->size, 3, f->recv_counts, f->recv_displs);
   SPRY_CHECK_MPI(MPI_Gatherv(mine, 3 * count, MPI_DOUBLE, all, f->recv_counts, f->recv_displs, MPI_DOUBLE, 0,
                              f->comm));
   if (f->rank == 0) {

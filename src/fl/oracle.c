@@ -118,20 +118,10 @@ void spry_oracle_classes(spry_oracle *o, const float *w_t) {
                               &o->class_loss[c]);
   SPRY_CHECK((size_t)C * d < (size_t)INT32_MAX, "oracle: %d classes x d = %zu floats exceed one MPI message", C, d);
   /* every rank gets every class (each rank computes its own slots' residuals) */
-  for (int r = 0; r < o->size; r++) {
-    int fr, cr;
-    spry_rank_slots(C, o->size, r, &fr, &cr);
-    o->recv_counts[r] = cr * (int)d;
-    o->recv_displs[r] = fr * (int)d;
-  }
+  spry_rank_slot_layout(C, o->size, (int)d, o->recv_counts, o->recv_displs);
   SPRY_CHECK_MPI(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, o->class_grads, o->recv_counts, o->recv_displs,
                                 MPI_FLOAT, o->comm));
-  for (int r = 0; r < o->size; r++) {
-    int fr, cr;
-    spry_rank_slots(C, o->size, r, &fr, &cr);
-    o->recv_counts[r] = cr;
-    o->recv_displs[r] = fr;
-  }
+  spry_rank_slot_layout(C, o->size, 1, o->recv_counts, o->recv_displs);
   SPRY_CHECK_MPI(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DOUBLE, o->class_loss, o->recv_counts, o->recv_displs,
                                 MPI_DOUBLE, o->comm));
 }

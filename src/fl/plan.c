@@ -164,6 +164,15 @@ void spry_rank_slots(int n_slots, int n_ranks, int rank, int *first, int *count)
   *first = rank * base + (rank < extra ? rank : extra);
 }
 
+void spry_rank_slot_layout(int n_items, int n_ranks, int per_item, int *counts, int *displs) {
+  for (int r = 0; r < n_ranks; r++) {
+    int first, count;
+    spry_rank_slots(n_items, n_ranks, r, &first, &count);
+    counts[r] = per_item * count;
+    displs[r] = per_item * first;
+  }
+}
+
 int spry_slot_rank(int n_slots, int n_ranks, int slot) {
   SPRY_CHECK(n_ranks >= 1 && slot >= 0 && slot < n_slots, "slot rank: slot %d out of [0, %d) or n_ranks = %d < 1",
              slot, n_slots, n_ranks);
