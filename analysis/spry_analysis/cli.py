@@ -46,6 +46,11 @@ def _compare(a):
     if a.claims:
         for c in cmp.paper_claims(find_runs(a.runs), a.target):
             print("claim: %s\n  measured: %s\n  verdict: %s" % c)
+        print("every baseline (protocol global = Spry's global model; paper = Spry personalised vs the baseline's "
+              "global model):")
+        for r in cmp.claims_detail(find_runs(a.runs), a.target):
+            print("  [%s] %s vs %s: %s -> %s" % (r["protocol"], r["claim"].split(" (")[0], r["baseline"],
+                                                 r["measured"], r["verdict"]))
     return 0
 
 

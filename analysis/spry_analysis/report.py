@@ -121,8 +121,18 @@ def report(paths, out, target=None, by=None):
     sections.append("theory")
     # paper claims
     claims = cmp.paper_claims(runs, target)
-    parts.append("<h2>The seed paper's claims against these runs</h2>" +
+    parts.append("<h2>The seed paper's claims against these runs</h2>"
+                 "<p>Global model's accuracy; each class of baselines is represented by its strongest member.</p>" +
                  _table(["claim (Panchal et al., NeurIPS 2024)", "measured", "verdict"], claims))
+    detail = cmp.claims_detail(runs, target)
+    proto = {"global": "generalised: Spry's global model vs the baseline's global model",
+             "paper": "the paper's protocol: Spry personalised (eval.personalize_epochs) vs the baseline's global model",
+             "personal": "personalised vs personalised"}
+    parts.append("<h3>Every baseline, every accuracy protocol</h3>" +
+                 _table(["claim", "accuracy protocol", "Spry", "baseline", "measured", "verdict"],
+                        [[r["claim"], proto.get(r["protocol"], r["protocol"]), r["spry"],
+                          r["baseline"] + (" (strongest)" if r["representative"] else ""), r["measured"],
+                          r["verdict"]] for r in detail]))
     sections.append("claims")
     parts.append("</body></html>")
     with open(out, "w") as f:

@@ -6,7 +6,8 @@ Checks:
    the matplotlib figure) and the SVG carries the label text.
 2. Every theory plot (E1-E8 on the runs they apply to) has labelled axes (matplotlib objects, recorded when saved).
 3. `compare` prints every pair of the 3 methods with final and best accuracy gaps, rounds and seconds to target,
-   memory and bytes ratios, and the paper claims with a verdict each.
+   memory and bytes ratios, and the paper claims with a verdict each (and every baseline); the verdict rule on
+   hand-made intervals.
 4. `report` writes one self-contained HTML page (no external src/href) with every section: runs, curves,
    comparison, theory, claims; images embedded as base64 PNG.
 5. Headless Chromium opens it and its screenshot is not blank: more than 2% of the pixels are not white and the
@@ -90,6 +91,14 @@ def main():
                   "peak client memory A/B", "bytes communicated A/B"):
             assert out.count(q) >= 3, "compare: %r for fewer than 3 pairs:\n%s" % (q, out)
         assert out.count("verdict:") == 4, out
+        assert "every baseline" in out and out.count("[global]") >= 4, out
+        # the claim verdicts from a CI against a claimed range [0.6, 6.2] (compare.claim_verdict; exact rule)
+        from spry_analysis.compare import claim_verdict
+        for (est, lo, hi), word in (((3, 1, 5), "reproduced"), ((-8, -10, -6), "below"), ((9, 7, 11), "above"),
+                                    ((3, -1, 7), "consistent, not conclusive"), ((-1, -3, 1), "at this precision"),
+                                    ((3, float("-inf"), float("inf")), "no CI")):
+            v = claim_verdict(est, lo, hi, 0.6, 6.2)
+            assert word in v, "claim_verdict(%s, %s, %s) = %r, expected %r" % (est, lo, hi, v, word)
         # 4. report
         html_path = os.path.join(tmp, "report.html")
         out = alib.analyze("report", sweep, "-o", html_path)
