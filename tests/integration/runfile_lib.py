@@ -9,11 +9,10 @@ import subprocess
 import sys
 import time
 
-import h5py  # noqa: F401  (drivers that import this module use it)
-import numpy as np
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "analysis"))
-from spry_analysis.runfile import RunFile, RunFileError  # noqa: E402,F401  the project's run-file reader
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import spry_testing  # noqa: E402  (it also puts analysis/ on the path)
+# the project's run-file reader: the drivers read run files and checkpoints through it (docs/analysis.md)
+from spry_analysis.runfile import RunFile, RunFileError, checkpoint_attrs, compare, same_value  # noqa: E402,F401
 
 # `spry run` on a tiny federation: 2 layers, d = 2176, 8 clients, 5 per round; a round takes ~10 ms.
 TINY = ["run", "--set", "data.dataset=synthetic", "--set", "model.base=random", "--set", "lora.rank=8",
@@ -29,6 +28,14 @@ def sets(**kv):
     for k, v in kv.items():
         out += ["--set", "%s=%s" % (k.replace("__", "."), v)]
     return out
+
+
+def fingerprint(out):
+    """(weights, metrics) hashes of spry run's `fingerprint:` line (tests/spry_testing.py); AssertionError with the
+    output's end when it printed none."""
+    fp = spry_testing.fingerprint(out)
+    assert fp is not None, "no fingerprint line in:\n" + out[-2000:]
+    return fp
 
 
 class Spry:
@@ -114,11 +121,6 @@ def wait_for_rounds(path, n, proc, timeout=120):
     raise AssertionError("%s did not reach %d rounds in %d s" % (path, n, timeout))
 
 
-def nondeterministic(f):
-    """The items the file itself lists as environment-dependent (times, world size, ranks, resources)."""
-    return set(str(f.attrs["nondeterministic"]).split())
-
-
 def contents(path):
     """Every dataset (rows past rounds_done dropped) and every attribute, minus the nondeterministic items:
     {'/path': array, '/path@attr': value} (RunFile.contents of the project's reader)."""
@@ -126,24 +128,9 @@ def contents(path):
         return rf.contents()
 
 
-def same(a, b):
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        a, b = np.asarray(a), np.asarray(b)
-        if a.shape != b.shape or a.dtype != b.dtype:
-            return False
-        return a.tobytes() == b.tobytes()  # bitwise: NaN == NaN, -0 != +0
-    return a == b
-
-
 def assert_same_contents(pa, pb, ignore=()):
     """The two run files hold bitwise the same data and attributes (apart from the nondeterministic ones and
-    `ignore`)."""
-    a, b = contents(pa), contents(pb)
-    for k in ignore:
-        a.pop(k, None)
-        b.pop(k, None)
-    only = sorted(set(a) ^ set(b))
-    assert not only, "%s vs %s: items in one file only: %s" % (pa, pb, only)
-    diff = sorted(k for k in a if not same(a[k], b[k]))
-    assert not diff, "%s vs %s: items that differ: %s" % (pa, pb, diff)
-    return len(a)
+    `ignore`): the reader's compare(). Returns the number of items compared."""
+    diffs, n = compare(pa, pb, ignore)
+    assert not diffs, "%s vs %s: %d items differ:\n  %s" % (pa, pb, len(diffs), "\n  ".join(diffs[:40]))
+    return n

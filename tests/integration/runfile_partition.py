@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 
-import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -35,17 +34,17 @@ CASES = {
 
 
 def check(path, mode, per, info_text):
-    with h5py.File(path, "r") as f:
-        g = f["partition"]
-        assert g.attrs["partition"] == mode, "%s: attribute partition = %r" % (path, g.attrs["partition"])
-        assert int(g.attrs["examples_per_client"]) == per, "%s: examples_per_client attribute" % path
-        counts = g["label_counts"][()].astype(np.float64)
-        test_counts = g["test_label_counts"][()]
-        n_train = g["n_train"][()]
-        pi = g["proportions"][()]
-        realised = g["realised_proportions"][()]
-        dist = g["proportion_distance"][()]
-        pool = g["pool_label_counts"][()]
+    with L.RunFile(path) as rf:
+        ga = rf.attrs_of("/partition")
+        assert ga["partition"] == mode, "%s: attribute partition = %r" % (path, ga["partition"])
+        assert int(ga["examples_per_client"]) == per, "%s: examples_per_client attribute" % path
+        counts = rf.read("/partition/label_counts").astype(np.float64)
+        test_counts = rf.read("/partition/test_label_counts")
+        n_train = rf.read("/partition/n_train")
+        pi = rf.read("/partition/proportions")
+        realised = rf.read("/partition/realised_proportions")
+        dist = rf.read("/partition/proportion_distance")
+        pool = rf.read("/partition/pool_label_counts")
     N, C = counts.shape
     assert np.array_equal(realised, counts / n_train[:, None]), "%s: realised != label_counts / n_train" % path
     tv = 0.5 * np.abs(realised - pi).sum(axis=1)
