@@ -385,9 +385,10 @@ def compare(path_a, path_b, ignore=()):
     for k in sorted(set(a) & set(b)):
         if not same_value(a[k], b[k]):
             va, vb = np.asarray(a[k]), np.asarray(b[k])
-            why = ("dtype/shape %s %s vs %s %s" % (va.dtype, va.shape, vb.dtype, vb.shape)
-                   if va.dtype != vb.dtype or va.shape != vb.shape else
-                   "values differ" if va.size > 1 else "%r vs %r" % (a[k], b[k]))
+            short = va.size == 1 and vb.size == 1 and len(repr(a[k])) + len(repr(b[k])) <= 80
+            why = ("%r vs %r" % (a[k], b[k]) if short else "text differs" if isinstance(a[k], str) else
+                   "dtype/shape %s %s vs %s %s" % (va.dtype, va.shape, vb.dtype, vb.shape)
+                   if va.dtype != vb.dtype or va.shape != vb.shape else "values differ")
             diffs.append("%s: %s" % (k, why))
     return diffs, len(set(a) & set(b))
 
