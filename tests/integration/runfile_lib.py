@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import spry_testing  # noqa: E402  (it also puts analysis/ on the path)
 # the project's run-file reader: the drivers read run files and checkpoints through it (docs/analysis.md)
@@ -119,6 +121,27 @@ def wait_for_rounds(path, n, proc, timeout=120):
             pass  # the file is being created
         time.sleep(0.01)
     raise AssertionError("%s did not reach %d rounds in %d s" % (path, n, timeout))
+
+
+def checked_partition(rf):
+    """The /partition datasets of an open RunFile ({name: array}, e.g. "label_counts"; attributes under "attrs"),
+    after asserting the identities docs/runfile.md states between them: realised_proportions = label_counts /
+    n_train (exact: the same double division), proportion_distance = (1/2) sum_c |realised - proportions| (1e-12:
+    summation order) and, for fl.partition = sampled, proportion_distance <= C / (4 n_train) + 1e-12 (the
+    largest-remainder bound, docs/federation.md). The one check of these identities; callers add their own."""
+    names = ("label_counts", "test_label_counts", "n_train", "proportions", "realised_proportions",
+             "proportion_distance", "pool_label_counts")
+    g = {k: rf.read("/partition/" + k) for k in names}
+    g["attrs"] = rf.attrs_of("/partition")
+    cnt, ntr, pi, ph, dist = (g[k] for k in ("label_counts", "n_train", "proportions", "realised_proportions",
+                                             "proportion_distance"))
+    assert np.array_equal(ph, cnt / ntr[:, None]), "%s: realised_proportions != label_counts / n_train" % rf.path
+    tv = 0.5 * np.abs(ph - pi).sum(axis=1)
+    assert np.allclose(dist, tv, rtol=1e-12, atol=1e-12), "%s: distance %s, recomputed %s" % (rf.path, dist, tv)
+    if g["attrs"]["partition"] == "sampled":
+        bound = cnt.shape[1] / (4.0 * ntr)
+        assert (dist <= bound + 1e-12).all(), "%s: distance %s above C/(4 n_train) %s" % (rf.path, dist, bound)
+    return g
 
 
 def contents(path):
