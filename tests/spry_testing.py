@@ -8,6 +8,11 @@ import re
 import subprocess
 import sys
 
+# The project's run-file reader (analysis/spry_analysis/runfile.py, docs/analysis.md): drivers that read run files
+# import it from here on as `from spry_analysis.runfile import RunFile` (it needs h5py and numpy, so it is not
+# imported by this module).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "analysis"))
+
 # A model and data small enough that a federated run takes well under a second: the built-in synthetic task
 # on a random backbone (the defaults are the WordNet experiment on the project's base model).
 TINY = [

@@ -13,6 +13,9 @@ It knows the schema so its callers do not have to:
   `batch_sq_error` / `batch_cosine`. A v1 file has no full-local-gradient items (`/slots/local_gradient`,
   `/rounds/true_gradient`, `/rounds/bias_sq`, metrics `z2`, ...): `has()` is False and metrics are NaN.
 
+Also: `attrs_of(name)` (a group's or dataset's attributes), `compare(a, b)` (two files item by item, as the
+determinism promise means it), `checkpoint_attrs(path)` (the attributes of a `RUN.h5.ckpt`).
+
     with RunFile("run.h5") as rf:
         m = rf.metrics()                 # dict of columns over the finished rounds (v2 names, NaN when absent)
         G = rf.read("/slots/batch_gradient")   # [R, M, d] of a v1 or v2 oracle file
@@ -164,6 +167,16 @@ class RunFile:
         """Whether the file carries the item (v2 name; a v1 file's batch-path items count under their v2 names)."""
         with _watch(self.path):
             return self._path(name) is not None
+
+    def attrs_of(self, name):
+        """{key: value} of the attributes of the group or dataset `name` (v2 name, e.g. "/partition" for `alpha`,
+        `partition`, `examples_per_client`), strings decoded and numpy scalars as Python numbers; dimension-scale
+        references (file addresses) left out. The root's are `self.attrs`. KeyError naming the file if absent."""
+        with _watch(self.path):
+            p = self._path(name)
+            if p is None:
+                raise KeyError("%s: no %s (format v%d)" % (self.path, name, self.version))
+            return {k: _attr(v) for k, v in self.f[p].attrs.items() if k not in ("DIMENSION_LIST", "REFERENCE_LIST")}
 
     def partition_kind(self):
         """`fl.partition` as written in /partition's attribute (v2: pool, sampled, homogeneous; v1: pool)."""
@@ -347,6 +360,54 @@ class RunFile:
                 out[p] = self.read(p) if (self.round_indexed(obj) or p.startswith("/weights/")) else obj[()]
         self.f.visititems(visit)
         return out
+
+
+def same_value(a, b):
+    """Bitwise equality of two items of contents(): arrays and numpy scalars by shape, dtype and bytes (NaN == NaN,
+    -0 != +0); other values (string attributes) by ==."""
+    if isinstance(a, (np.ndarray, np.generic)) or isinstance(b, (np.ndarray, np.generic)):
+        a, b = np.asarray(a), np.asarray(b)
+        return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    return a == b
+
+
+def compare(path_a, path_b, ignore=()):
+    """Item-by-item comparison of two run files, as the determinism promise means it (docs/runfile.md
+    "Determinism"): contents() of each (round-indexed datasets cut to rounds_done, each file's `nondeterministic`
+    items dropped), minus the items `ignore` names. Returns (differences, n): one line per differing item
+    ("ITEM: only in A" or "ITEM: differs (...)"), sorted, and the number of items compared."""
+    with RunFile(path_a) as ra, RunFile(path_b) as rb:
+        a, b = ra.contents(), rb.contents()
+    for k in ignore:
+        a.pop(k, None)
+        b.pop(k, None)
+    diffs = ["%s: only in %s" % (k, path_a if k in a else path_b) for k in sorted(set(a) ^ set(b))]
+    for k in sorted(set(a) & set(b)):
+        if not same_value(a[k], b[k]):
+            va, vb = np.asarray(a[k]), np.asarray(b[k])
+            short = va.size == 1 and vb.size == 1 and len(repr(a[k])) + len(repr(b[k])) <= 80
+            why = ("%r vs %r" % (a[k], b[k]) if short else "text differs" if isinstance(a[k], str) else
+                   "dtype/shape %s %s vs %s %s" % (va.dtype, va.shape, vb.dtype, vb.shape)
+                   if va.dtype != vb.dtype or va.shape != vb.shape else "values differ")
+            diffs.append("%s: %s" % (k, why))
+    return diffs, len(set(a) & set(b))
+
+
+def checkpoint_attrs(path):
+    """The root attributes of a checkpoint `RUN.h5.ckpt` (format `spry-checkpoint`, docs/runfile.md "Checkpoints
+    and resume"), decoded: e.g. `rounds_done`, `config_hash`, `status`. RunFileError naming the file when it is
+    missing, not HDF5, or not a checkpoint. (Reads attributes only; the whole-file digest is spry's to check.)"""
+    path = str(path)
+    if not os.path.exists(path):
+        raise RunFileError("%s: no such file" % path)
+    try:
+        with _watch(path), h5py.File(path, "r") as f:
+            attrs = {k: _attr(v) for k, v in f.attrs.items()}
+    except OSError as e:
+        raise RunFileError("%s: cannot open as HDF5 (%s)" % (path, e)) from None
+    if attrs.get("format") != "spry-checkpoint":
+        raise RunFileError("%s: not a spry checkpoint (root attribute format = %r)" % (path, attrs.get("format")))
+    return attrs
 
 
 def open_run(path):

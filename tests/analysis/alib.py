@@ -48,9 +48,9 @@ def analyze(*args, expect=0, env=None):
 
 def v2_landed(path):
     """Whether a run file written by this build is format v2 (issue 9's fields)."""
-    import h5py
-    with h5py.File(path, "r") as f:
-        return int(f.attrs["format_version"]) >= 2
+    from spry_analysis.runfile import RunFile
+    with RunFile(path) as rf:
+        return rf.version >= 2
 
 
 def accepts(binary, setting):

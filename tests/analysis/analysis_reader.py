@@ -9,7 +9,11 @@ Checks:
    rounds_done rows with the original values.
 3. v1 names: a v1 oracle file's /slots/true_gradient reads as /slots/batch_gradient (bitwise), metrics z2 as
    batch_z2; the full-local-gradient items are absent (has() False, z2 NaN).
-4. The nondeterministic list: contents() of two runs of the same configuration are equal item by item.
+4. The nondeterministic list and compare(): contents() of two runs of the same configuration are equal item by
+   item and compare() finds no difference; it does find a changed metrics value (the item named), a changed
+   attribute of a group and an item present in one file only, and ignores a change in a nondeterministic item
+   (/rounds/resources) and in a row past rounds_done (the reading rule). same_value is bitwise: NaN equals NaN,
+   -0.0 differs from +0.0, and a float32 array differs from the float64 array of the same values.
 5. xarray: every group of a run file opens with named dimensions (RunFile.to_xarray, with the round axis cut to
    rounds_done; and the plain xr.open_dataset(run, engine="h5netcdf", group=...) for /axes, /rounds, /slots,
    /partition).
@@ -19,6 +23,10 @@ Checks:
    which HDF5 1.10 loops forever (issue 12's fuzz fixture tests/integration/fixtures/runfile-hdf5-loop.h5): exit 2,
    "damaged run file", within SPRY_READ_TIMEOUT = 3 s plus start-up (checked: under 30 s), for `summary` and for a
    sweep directory holding it.
+
+8. Accessors: attrs_of("/partition") gives the group's attributes decoded (partition = "pool", alpha = the
+   configured fl.alpha); attrs_of of an absent item is a KeyError naming the file; checkpoint_attrs of RUN.h5.ckpt
+   gives its rounds_done (= the run's) and format, and refuses a run file (RunFileError naming it and its format).
 
 usage: analysis_reader.py SPRY
 """
@@ -35,7 +43,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import alib  # noqa: E402
 from spry_analysis import table  # noqa: E402
-from spry_analysis.runfile import RunFile  # noqa: E402
+from spry_analysis.runfile import RunFile, RunFileError, checkpoint_attrs, compare, same_value  # noqa: E402
 
 
 def info_bytes(b):
@@ -45,6 +53,14 @@ def info_bytes(b):
         b /= 1024
         i += 1
     return "%.2f %s" % (b, u[i])
+
+
+def _bumped(row):
+    """A copy of a compound row with its first float field changed (an edit compare() must see)."""
+    row = row.copy()
+    k = next(n for n in row.dtype.names if row.dtype[n].kind == "f")
+    row[k] = row[k] + 1.0 if np.isfinite(row[k]) else 1.0
+    return row
 
 
 def check_info(spry, path, csv):
@@ -137,7 +153,63 @@ def main():
             diff = [k for k in ca if np.asarray(ca[k]).tobytes() != np.asarray(cb[k]).tobytes()]
             assert not diff, "two runs of one configuration differ in %s" % diff
             assert "/rounds/resources" in a.nondeterministic
-        n_checks += 1
+        diffs, n = compare(ep, again)
+        assert not diffs and n == len(ca), "compare() of two runs of one configuration: %s (%d items)" % (diffs, n)
+        with h5py.File(ep, "r") as raw:
+            alpha0 = raw["/partition"].attrs["alpha"]
+        edits = {  # name -> (edit of a copy of ep, the differences compare() must report)
+            "metric": (lambda f: f["/rounds/metrics"].__setitem__(1, _bumped(f["/rounds/metrics"][1])),
+                       ["/rounds/metrics: values differ"]),
+            "group-attr": (lambda f: f["/partition"].attrs.__setitem__("alpha", 7.0),
+                           ["/partition@alpha: %r vs %r" % (alpha0, np.float64(7.0))]),
+            "extra": (lambda f: f.create_dataset("/extra", data=np.zeros(2)), ["/extra: only in %s"]),
+            "nondeterministic": (lambda f: f["/rounds/resources"].__setitem__(0, _bumped(f["/rounds/resources"][0])),
+                                 []),
+        }
+        for name, (edit, want) in edits.items():
+            cp = os.path.join(tmp, "edit-%s.h5" % name)
+            shutil.copy(ep, cp)
+            with h5py.File(cp, "r+") as f:
+                edit(f)
+            diffs, _ = compare(ep, cp)
+            want = [w % cp if "%s" in w else w for w in want]
+            assert diffs == want, "compare() after editing %s: %s, expected %s" % (name, diffs, want)
+        # the reading rule: two copies cut to rounds_done = 4 that differ only in row 4 (not a finished round)
+        # compare equal; the same edit in row 3 is found
+        for row, want in ((4, []), (3, ["/rounds/metrics: values differ"])):
+            a4, b4 = os.path.join(tmp, "cut-a.h5"), os.path.join(tmp, "cut-b.h5")
+            for q in (a4, b4):
+                shutil.copy(ep, q)
+                with h5py.File(q, "r+") as f:
+                    f.attrs["rounds_done"] = np.int64(4)
+                    if q == b4:
+                        f["/rounds/metrics"][row] = _bumped(f["/rounds/metrics"][row])
+            diffs, _ = compare(a4, b4)
+            assert diffs == want, "rounds_done = 4, row %d edited: compare() says %s, expected %s" % (row, diffs, want)
+        z = np.zeros(1)
+        assert same_value(np.array([np.nan]), np.array([np.nan])) and not same_value(z, -z)
+        assert not same_value(z, z.astype(np.float32)) and same_value("a", "a") and not same_value(np.int64(1), 2)
+        n_checks += 2
+        # 8. accessors: group attributes, checkpoints
+        with RunFile(ep) as rf:
+            ga = rf.attrs_of("/partition")
+            assert ga["partition"] == "pool" and ga["alpha"] == rf.cfg("fl.alpha", cast=float), ga
+            try:
+                rf.attrs_of("/nowhere")
+                raise AssertionError("attrs_of an absent item returned")
+            except KeyError as e:
+                assert ep in str(e) and "/nowhere" in str(e), e
+        alib.spry(spry, ep + "c.h5", "fl.clients_per_round=4", "run.rounds=3", "run.checkpoint_every=2")
+        ck = checkpoint_attrs(ep + "c.h5.ckpt")
+        assert ck["format"] == "spry-checkpoint" and ck["rounds_done"] == 3, ck
+        try:
+            checkpoint_attrs(ep)
+            raise AssertionError("checkpoint_attrs accepted a run file")
+        except RunFileError as e:
+            assert ep in str(e) and "spry-run" in str(e), e
+        os.remove(ep + "c.h5")
+        os.remove(ep + "c.h5.ckpt")
+        n_checks += 2
         # 5. xarray
         import xarray as xr
         with RunFile(it) as rf:

@@ -8,7 +8,7 @@ import shutil
 import sys
 import tempfile
 
-import h5py
+import h5py  # only to damage checkpoints on purpose; run files are read through L.RunFile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import runfile_lib as L
@@ -99,8 +99,9 @@ def main():
         refused(other + ["-o", p, "--resume", "--force"], p, "/slots/scalars", "does not match")
         other = cfg + L.sets(fl__alpha=0.5, method__client_lr=0.002)
         out, _ = spry.run(other + ["-o", p, "--resume", "--force"])
-        with h5py.File(p, "r") as f:
-            assert "fl.alpha: 0.1 -> 0.5" in f.attrs["resume_log"] and f.attrs["status"] == "complete"
+        with L.RunFile(p) as rf:
+            assert "fl.alpha: 0.1 -> 0.5" in rf.attrs["resume_log"] and rf.status == "complete", (
+                rf.attrs["resume_log"], rf.status)
         cases += 1
 
         # a run file that is not this checkpoint's run

@@ -9,11 +9,12 @@ import subprocess
 import sys
 import time
 
-import h5py  # noqa: F401  (drivers that import this module use it)
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "analysis"))
-from spry_analysis.runfile import RunFile, RunFileError  # noqa: E402,F401  the project's run-file reader
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import spry_testing  # noqa: E402  (it also puts analysis/ on the path)
+# the project's run-file reader: the drivers read run files and checkpoints through it (docs/analysis.md)
+from spry_analysis.runfile import RunFile, RunFileError, checkpoint_attrs, compare, same_value  # noqa: E402,F401
 
 # `spry run` on a tiny federation: 2 layers, d = 2176, 8 clients, 5 per round; a round takes ~10 ms.
 TINY = ["run", "--set", "data.dataset=synthetic", "--set", "model.base=random", "--set", "lora.rank=8",
@@ -29,6 +30,14 @@ def sets(**kv):
     for k, v in kv.items():
         out += ["--set", "%s=%s" % (k.replace("__", "."), v)]
     return out
+
+
+def fingerprint(out):
+    """(weights, metrics) hashes of spry run's `fingerprint:` line (tests/spry_testing.py); AssertionError with the
+    output's end when it printed none."""
+    fp = spry_testing.fingerprint(out)
+    assert fp is not None, "no fingerprint line in:\n" + out[-2000:]
+    return fp
 
 
 class Spry:
@@ -114,9 +123,25 @@ def wait_for_rounds(path, n, proc, timeout=120):
     raise AssertionError("%s did not reach %d rounds in %d s" % (path, n, timeout))
 
 
-def nondeterministic(f):
-    """The items the file itself lists as environment-dependent (times, world size, ranks, resources)."""
-    return set(str(f.attrs["nondeterministic"]).split())
+def checked_partition(rf):
+    """The /partition datasets of an open RunFile ({name: array}, e.g. "label_counts"; attributes under "attrs"),
+    after asserting the identities docs/runfile.md states between them: realised_proportions = label_counts /
+    n_train (exact: the same double division), proportion_distance = (1/2) sum_c |realised - proportions| (1e-12:
+    summation order) and, for fl.partition = sampled, proportion_distance <= C / (4 n_train) + 1e-12 (the
+    largest-remainder bound, docs/federation.md). The one check of these identities; callers add their own."""
+    names = ("label_counts", "test_label_counts", "n_train", "proportions", "realised_proportions",
+             "proportion_distance", "pool_label_counts")
+    g = {k: rf.read("/partition/" + k) for k in names}
+    g["attrs"] = rf.attrs_of("/partition")
+    cnt, ntr, pi, ph, dist = (g[k] for k in ("label_counts", "n_train", "proportions", "realised_proportions",
+                                             "proportion_distance"))
+    assert np.array_equal(ph, cnt / ntr[:, None]), "%s: realised_proportions != label_counts / n_train" % rf.path
+    tv = 0.5 * np.abs(ph - pi).sum(axis=1)
+    assert np.allclose(dist, tv, rtol=1e-12, atol=1e-12), "%s: distance %s, recomputed %s" % (rf.path, dist, tv)
+    if g["attrs"]["partition"] == "sampled":
+        bound = cnt.shape[1] / (4.0 * ntr)
+        assert (dist <= bound + 1e-12).all(), "%s: distance %s above C/(4 n_train) %s" % (rf.path, dist, bound)
+    return g
 
 
 def contents(path):
@@ -126,24 +151,9 @@ def contents(path):
         return rf.contents()
 
 
-def same(a, b):
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        a, b = np.asarray(a), np.asarray(b)
-        if a.shape != b.shape or a.dtype != b.dtype:
-            return False
-        return a.tobytes() == b.tobytes()  # bitwise: NaN == NaN, -0 != +0
-    return a == b
-
-
 def assert_same_contents(pa, pb, ignore=()):
     """The two run files hold bitwise the same data and attributes (apart from the nondeterministic ones and
-    `ignore`)."""
-    a, b = contents(pa), contents(pb)
-    for k in ignore:
-        a.pop(k, None)
-        b.pop(k, None)
-    only = sorted(set(a) ^ set(b))
-    assert not only, "%s vs %s: items in one file only: %s" % (pa, pb, only)
-    diff = sorted(k for k in a if not same(a[k], b[k]))
-    assert not diff, "%s vs %s: items that differ: %s" % (pa, pb, diff)
-    return len(a)
+    `ignore`): the reader's compare(). Returns the number of items compared."""
+    diffs, n = compare(pa, pb, ignore)
+    assert not diffs, "%s vs %s: %d items differ:\n  %s" % (pa, pb, len(diffs), "\n  ".join(diffs[:40]))
+    return n

@@ -1,9 +1,10 @@
 """Crash safety and resume at P = 1.
 
-1. kill -9 at a random moment after a random round (several trials): the killed file opens in h5dump and h5py,
-   holds every finished round (rounds_done >= the round we waited for) with exactly the rows of an uninterrupted
-   run; `spry run --resume` then finishes the run and the final file equals the uninterrupted one item by item,
-   bitwise (docs/runfile.md "Determinism"), and prints the same fingerprint.
+1. kill -9 at a random moment after a random round (several trials): the killed file opens in h5dump and in the
+   project's reader (analysis/spry_analysis/runfile.py), holds every finished round (rounds_done >= the round we
+   waited for) with exactly the rows of an uninterrupted run; `spry run --resume` then finishes the run and the
+   final file equals the uninterrupted one item by item, bitwise (docs/runfile.md "Determinism"), and prints the
+   same fingerprint.
 2. SIGTERM mid-run: exit status 4 within seconds, status "stopped", checkpoint at the last finished round;
    resume: identical again. SIGUSR1 does the same.
 3. A finished run extended by raising run.rounds (not hashed) equals a run made that long from the start.
@@ -18,21 +19,12 @@ import sys
 import tempfile
 import time
 
-import h5py
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import runfile_lib as L
 
 ROUNDS = 24
 CONFIG = L.TINY + L.sets(run__rounds=ROUNDS, run__checkpoint_every=3, log__gradients="dense",
                          log__sample_indices="true")
-
-
-def fingerprint(out):
-    lines = [l for l in out.splitlines() if l.startswith("fingerprint:")]
-    assert len(lines) == 1, "no fingerprint line in:\n" + out[-2000:]
-    return lines[0]
 
 
 def check_killed_file(path, reference, at_least):
@@ -44,7 +36,7 @@ def check_killed_file(path, reference, at_least):
     a, b = L.contents(path), L.contents(reference)
     for k, v in a.items():
         if k.startswith("/rounds/") or k.startswith("/slots/") or k == "/axes/round":
-            assert L.same(v, b[k][:done]), "killed file: %s differs from the uninterrupted run's first %d rows" % (k, done)
+            assert L.same_value(v, b[k][:done]), "killed file: %s differs from the uninterrupted run's first %d rows" % (k, done)
     return done
 
 
@@ -55,7 +47,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         ref = os.path.join(tmp, "ref.h5")
         ref_out, _ = spry.run(CONFIG + ["-o", ref])
-        ref_fp = fingerprint(ref_out)
+        ref_fp = L.fingerprint(ref_out)
 
         # 1. kill -9 at random rounds
         for trial in range(trials):
@@ -68,11 +60,11 @@ def main():
             done = check_killed_file(path, ref, k)
             out, _ = spry.run(CONFIG + ["-o", path, "--resume"])
             assert "# resuming %s at round" % path in out
-            assert fingerprint(out) == ref_fp, "trial %d: resumed run prints %s, uninterrupted %s" % (
-                trial, fingerprint(out), ref_fp)
+            assert L.fingerprint(out) == ref_fp, "trial %d: resumed run prints %s, uninterrupted %s" % (
+                trial, L.fingerprint(out), ref_fp)
             n = L.assert_same_contents(ref, path)
-            with h5py.File(path, "r") as f:
-                resumed_at = f.attrs["resume_log"]
+            with L.RunFile(path) as rf:
+                resumed_at = rf.attrs["resume_log"]
             print("  kill -9 trial %d: waited for round %d, file held %d, %s; %d items identical" % (
                 trial, k, done, resumed_at.split(" resumed ")[1].split(" on ")[0], n))
 
@@ -88,16 +80,16 @@ def main():
             waited = time.time() - t0
             assert proc.returncode == 4, "signal %d: exit %d, expected 4 (stopped)\n%s" % (sig, proc.returncode, err)
             assert waited < 10, "signal %d: took %.1f s to stop" % (sig, waited)
-            with h5py.File(path, "r") as f:
-                assert f.attrs["status"] == "stopped", f.attrs["status"]
-                done = int(f.attrs["rounds_done"])
-            from_ckpt = h5py.File(path + ".ckpt", "r").attrs["rounds_done"]
+            with L.RunFile(path) as rf:
+                assert rf.status == "stopped", rf.status
+                done = rf.rounds_done
+            from_ckpt = L.checkpoint_attrs(path + ".ckpt")["rounds_done"]
             assert from_ckpt == done and 5 <= done < 400, "checkpoint at %d, file at %d" % (from_ckpt, done)
             assert "stopped by a signal after round %d/400" % done in out
             # resume with the 24-round configuration (run.rounds is not hashed) and compare with the reference
             if done < ROUNDS:
                 out, _ = spry.run(CONFIG + ["-o", path, "--resume"])
-                assert fingerprint(out) == ref_fp
+                assert L.fingerprint(out) == ref_fp
                 L.assert_same_contents(ref, path)
             print("  signal %d: exit 4 after %.2f s at round %d, checkpoint %d%s" % (
                 sig, waited, done, from_ckpt, "; resumed: identical" if done < ROUNDS else ""))
@@ -106,7 +98,7 @@ def main():
         short = os.path.join(tmp, "short.h5")
         spry.run(CONFIG + L.sets(run__rounds=12) + ["-o", short])
         out, _ = spry.run(CONFIG + ["-o", short, "--resume"])
-        assert fingerprint(out) == ref_fp
+        assert L.fingerprint(out) == ref_fp
         L.assert_same_contents(ref, short)
         print("  a finished 12-round run extended to %d rounds equals the %d-round run" % (ROUNDS, ROUNDS))
     print("runfile_resume: %d kill -9 trials, SIGTERM, SIGUSR1 and an extension: resumed files identical" % trials)

@@ -3,6 +3,10 @@ undocumented does), compound fields match the documented ones, and the values ag
 per-round losses and accuracies, the final weights' and the metrics' FNV-1a fingerprints (bitwise), plus
 internal consistency (label counts vs sizes, s_l vs the assignment).
 
+Deliberately raw: this test reads the file with h5py, NOT through the project's reader
+(analysis/spry_analysis/runfile.py), because the raw layout is what it checks against docs/runfile.md (every stored
+dataset, shape, dtype and compound field, as written; the reader maps v1 names, cuts rows and hides layout).
+
 usage: runfile_schema.py SPRY MPIEXEC NUMPROC_FLAG
 """
 import os

@@ -5,6 +5,10 @@ runs at log.gradients = dense (Gaussian, K = 3; Rademacher, K = 2; TINY, 2 round
 must equal /slots/estimate BITWISE (tolerance 0: the doc claims exactness; a last-bit libm difference would show
 here as a failure to investigate, not noise).
 
+Deliberately raw: the file is read with h5py from the item names docs/runfile.md gives, NOT through the project's
+reader or its tangent reference (analysis/spry_analysis/{runfile,tangents}.py): the test checks that the docs' own
+text suffices to rebuild the estimates (the reader-based rebuild is tests/analysis/analysis_tangents.py).
+
 usage: runfile_tangents.py SPRY MPIEXEC NUMPROC_FLAG
 """
 import math

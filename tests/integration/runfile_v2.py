@@ -15,8 +15,9 @@
    personalisation (initial evaluation, global and personalised accuracy of the last eval round, the oracle
    summary: mean over rounds of sum_l bias_sq / ||g||^2 from the full local and the batch-path gradients, mean
    Z^2, f and ||grad f||^2 at t = 0 and at the last round, the /weights rows, the sampled partition's realised
-   vs drawn distance: mean, max and its client) and the version-1 oracle summary are recomputed from the file with h5py and must
-   equal the printed text EXACTLY at the printed precision (the sums are redone in spry's order: sequential, in
+   vs drawn distance: mean, max and its client) and the version-1 oracle summary are recomputed from the file
+   (read through the project's reader, analysis/spry_analysis/runfile.py; the v1 file's batch-path items under
+   their v2 names) and must equal the printed text EXACTLY at the printed precision (the sums are redone in spry's order: sequential, in
    double, so the digits cannot differ).
 
 usage: runfile_v2.py SPRY MPIEXEC NUMPROC_FLAG
@@ -27,17 +28,12 @@ import subprocess
 import sys
 import tempfile
 
-import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import runfile_lib as L
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "runfile-v1.h5")
-
-
-def fingerprint(out):
-    return re.search(r"fingerprint: weights ([0-9a-f]{16}) metrics ([0-9a-f]{16})", out).groups()
 
 
 def grab(pattern, out):
@@ -63,45 +59,46 @@ def mean_bias_ratio(bias, g2):
 
 def check_info_v1(out, path):
     """The version-1 oracle summary (batch-path only: v1's bias_sq over v1's true_gradient)."""
-    with h5py.File(path, "r") as f:
-        R = int(f.attrs["rounds_done"])
-        g2 = [seq_sq(f["/rounds/true_gradient"][t]) for t in range(R)]
-        want = "%.6g" % mean_bias_ratio(f["/rounds/bias_sq"][:R], g2)
+    with L.RunFile(path) as rf:  # v1: /rounds/true_gradient and bias_sq are the batch-path items
+        assert rf.version == 1, "%s: format v%d, expected the v1 fixture" % (path, rf.version)
+        R = rf.rounds_done
+        g2 = [seq_sq(g) for g in rf.read("/rounds/batch_gradient")]
+        want = "%.6g" % mean_bias_ratio(rf.read("/rounds/batch_bias_sq"), g2)
     got, = grab(r"oracle +mean over %d rounds of sum_l bias_sq / \|\|g\|\|\^2: (\S+) \(version 1" % R, out)
     assert got == want, "v1 bias ratio printed %s, file gives %s" % (got, want)
 
 
 def check_info_v2(out, path):
     """Every v2 number spry info prints, against the file (exact at the printed precision)."""
-    with h5py.File(path, "r") as f:
-        R = int(f.attrs["rounds_done"])
-        m = f["/rounds/metrics"][:R]
+    with L.RunFile(path) as rf:
+        R = rf.rounds_done
+        m = rf.read("/rounds/metrics")
         il, ia = grab(r"initial +w_0, before round 1: held-out loss (\S+), accuracy (\S+)%", out)
-        assert (il, ia) == ("%.6f" % f.attrs["initial_eval_loss"], "%.2f" % (100 * f.attrs["initial_eval_acc"])), \
+        assert (il, ia) == ("%.6f" % rf.attrs["initial_eval_loss"], "%.2f" % (100 * rf.attrs["initial_eval_acc"])), \
             "initial evaluation printed %s %s" % (il, ia)
         t = int(np.where(m["evaluated"] == 1)[0][-1])
         ea, la, pa = grab(r"accuracy (\S+)%% \(round %d\); clients' local accuracy (\S+)%% \(global model\); "
                           r"personalised local accuracy (\S+)%% \(after 2 local epochs\)" % (t + 1), out)
         want = tuple("%.2f" % (100 * m[k][t]) for k in ("eval_acc", "local_acc", "personal_acc"))
         assert (ea, la, pa) == want, "accuracies printed %s, file %s" % ((ea, la, pa), want)
-        rf = mean_bias_ratio(f["/rounds/bias_sq"][:R], [float(v) for v in m["grad_sq"]])
-        rb = mean_bias_ratio(f["/rounds/batch_bias_sq"][:R], [seq_sq(f["/rounds/batch_gradient"][i]) for i in range(R)])
+        rfull = mean_bias_ratio(rf.read("/rounds/bias_sq"), [float(v) for v in m["grad_sq"]])
+        rb = mean_bias_ratio(rf.read("/rounds/batch_bias_sq"), [seq_sq(g) for g in rf.read("/rounds/batch_gradient")])
         zf = zb = 0.0
         for i in range(R):
             zf += float(m["z2"][i])
             zb += float(m["batch_z2"][i])
         got = grab(r"oracle +mean over %d rounds of sum_l bias_sq / \|\|g\|\|\^2: (\S+) \(full local gradients\), "
                    r"(\S+) \(batch-path gradients\); mean Z\^2: (\S+) \(full local\), (\S+) \(batch-path\)" % R, out)
-        want = tuple("%.6g" % v for v in (rf, rb, zf / R, zb / R))
+        want = tuple("%.6g" % v for v in (rfull, rb, zf / R, zb / R))
         assert got == want, "oracle summary printed %s, file gives %s" % (got, want)
         got = grab(r"objective +t = 0: f\(w_0\) = (\S+), \|\|grad f\(w_0\)\|\|\^2 = (\S+); at w_t of the last round "
                    r"t = %d: f = (\S+), \|\|grad f\|\|\^2 = (\S+)\n" % (R - 1), out)
         want = tuple("%.6g" % v for v in (m["objective"][0], m["grad_sq"][0], m["objective"][-1], m["grad_sq"][-1]))
         assert got == want, "objective line printed %s, file gives %s" % (got, want)
-        rows = f["/weights/round"][()]
+        rows = rf.read("/weights/round")
         got, = grab(r"weights +/weights/w: %d rows \(w_t at the start of round t\) at t = ([0-9, .]+)\n" % len(rows), out)
         assert got == ", ".join(str(int(r)) for r in rows), "weights rows printed %s, file %s" % (got, rows)
-        cnt, pi = f["/partition/label_counts"][()], f["/partition/proportions"][()]
+        cnt, pi = rf.read("/partition/label_counts"), rf.read("/partition/proportions")
         N, C = pi.shape
         tot, worst, wm = 0.0, 0.0, 0
         for i in range(N):  # spry's order: tv per client from the counts, then the sum
@@ -115,14 +112,14 @@ def check_info_v2(out, path):
             tot += tv
             if tv > worst:
                 worst, wm = tv, i
-        assert np.allclose(f["/partition/proportion_distance"][()], 0.5 * np.abs(cnt / cnt.sum(1, keepdims=True) - pi).sum(1))
+        assert np.allclose(rf.read("/partition/proportion_distance"),
+                           0.5 * np.abs(cnt / cnt.sum(1, keepdims=True) - pi).sum(1))
         got = grab(r"partition +(\w+) \(fl.examples_per_client = (\d+)\); realised vs drawn train label mix, total "
                    r"variation: mean (\S+), max (\S+) \(client (\d+)\) over %d clients\n" % N, out)
-        want = (f["/partition"].attrs["partition"].decode() if isinstance(f["/partition"].attrs["partition"], bytes)
-                else str(f["/partition"].attrs["partition"]), str(int(f["/partition"].attrs["examples_per_client"])),
-                "%.4f" % (tot / N), "%.4f" % worst, str(wm))
+        ga = rf.attrs_of("/partition")
+        want = (ga["partition"], str(int(ga["examples_per_client"])), "%.4f" % (tot / N), "%.4f" % worst, str(wm))
         assert got == want, "partition line printed %s, file gives %s" % (got, want)
-    return rf, rb
+    return rfull, rb
 
 
 def main():
@@ -132,11 +129,11 @@ def main():
         p = os.path.join(tmp, "sgd.h5")
         spry.run(L.TINY + L.sets(method__preset="fedsgd", data__batch_size=128, log__gradients="oracle",
                                  run__rounds=3) + ["-o", p])
-        with h5py.File(p, "r") as f:
-            n = f["/partition/n_train"][()]
+        with L.RunFile(p) as rf:
+            n = rf.read("/partition/n_train")
             assert n.max() <= 128, "a client holds %d > 128 examples: not one batch" % n.max()
-            est, G = f["/slots/estimate"][()].astype(float), f["/slots/local_gradient"][()].astype(float)
-            mbv = f["/slots/minibatch_variance"][()]
+            est, G = rf.read("/slots/estimate").astype(float), rf.read("/slots/local_gradient").astype(float)
+            mbv = rf.read("/slots/minibatch_variance")
         err = np.abs(est - G).max(axis=2) / np.abs(G).max(axis=2)
         assert (err <= 1e-5).all(), "full local gradient vs whole-split backprop: relative error %g" % err.max()
         assert (mbv == 0).all(), "one batch per client: the minibatch variance must be exactly 0, got %g" % mbv.max()
@@ -144,9 +141,9 @@ def main():
               % (err.max(), err.size))
         p = os.path.join(tmp, "sgd8.h5")
         spry.run(L.TINY + L.sets(method__preset="fedsgd", log__gradients="oracle", run__rounds=3) + ["-o", p])
-        with h5py.File(p, "r") as f:
-            est, G = f["/slots/estimate"][()].astype(float), f["/slots/local_gradient"][()].astype(float)
-            mbv = f["/slots/minibatch_variance"][()]
+        with L.RunFile(p) as rf:
+            est, G = rf.read("/slots/estimate").astype(float), rf.read("/slots/local_gradient").astype(float)
+            mbv = rf.read("/slots/minibatch_variance")
         assert np.abs(est - G).max() > 1e-3 * np.abs(G).max() and (mbv > 0).all(), "batches of 8 vs full split"
 
         # 2. personalisation
@@ -154,13 +151,13 @@ def main():
         p0, p3 = os.path.join(tmp, "f0.h5"), os.path.join(tmp, "f3.h5")
         out0, _ = spry.run(base + ["-o", p0])
         out3, _ = spry.run(base + L.sets(eval__personalize_epochs=3) + ["-o", p3])
-        assert fingerprint(out0) == fingerprint(out3), "personalisation changed training"
+        assert L.fingerprint(out0) == L.fingerprint(out3), "personalisation changed training"
         assert "personalised local accuracy (3 local epochs" in out3 and "personalised" not in out0
-        with h5py.File(p0, "r") as f0, h5py.File(p3, "r") as f3:
-            m0, m3, info = f0["/rounds/metrics"][()], f3["/rounds/metrics"][()], f3["/slots/info"][()]
+        with L.RunFile(p0) as f0, L.RunFile(p3) as f3:
+            m0, m3, info = f0.read("/rounds/metrics"), f3.read("/rounds/metrics"), f3.read("/slots/info")
             for k in ("eval_acc", "local_acc", "eval_loss", "train_loss"):
                 assert m0[k].tobytes() == m3[k].tobytes(), "%s differs with personalisation" % k
-            assert np.isnan(m0["personal_acc"]).all() and (f0["/slots/info"]["personal_count"][()] == 0).all()
+            assert np.isnan(m0["personal_acc"]).all() and (f0.read("/slots/info")["personal_count"] == 0).all()
             ev = m3["evaluated"] == 1
             assert np.isfinite(m3["personal_acc"][ev]).all() and np.isnan(m3["personal_acc"][~ev]).all()
             assert np.isfinite(m3["personal_loss"][ev]).all() and np.isnan(m3["personal_loss"][~ev]).all()
@@ -183,10 +180,10 @@ def main():
             if path == FIXTURE:
                 check_info_v1(r.stdout, path)
             if path == po:
-                rf, rb = check_info_v2(r.stdout, path)
+                rfull, rb = check_info_v2(r.stdout, path)
         print("  spry info reads the version-1 fixture and version-2 files; its oracle summary (bias ratio %.4g full "
               "local, %.4g batch-path), initial/personalised accuracy, objective and weights rows equal the file's"
-              % (rf, rb))
+              % (rfull, rb))
     print("runfile_v2: full local gradient, personalisation and v1 reading checked")
 
 

@@ -1,5 +1,6 @@
-"""Theorem 1 (the bias of Spry's split aggregation) checked from run files alone, with numpy + h5py
-(issue 9; THEORY.md sections 5 and 5.6; docs/runfile.md "Oracle"; docs/federation.md "Partitions").
+"""Theorem 1 (the bias of Spry's split aggregation) checked from run files alone, with numpy and the
+project's reader analysis/spry_analysis/runfile.py (issue 9; THEORY.md sections 5 and 5.6; docs/runfile.md
+"Oracle"; docs/federation.md "Partitions").
 
 Tiny synthetic model: 2 layers + an unshared head = L = 3 blocks, every block in the assignment pool.
 
@@ -36,11 +37,9 @@ usage: theorem1_bias.py SPRY MPIEXEC NUMPROC_FLAG   (environment: THEOREM1_SEEDS
 """
 import os
 import itertools
-import re
 import sys
 import tempfile
 
-import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -58,14 +57,6 @@ GRID_M = int(os.environ.get("THEOREM1_M", "6"))
 GRID_N = 4 * GRID_M
 
 
-def fingerprint(out):
-    return re.search(r"fingerprint: weights ([0-9a-f]{16}) metrics ([0-9a-f]{16})", out).groups()
-
-
-def blocks(f):
-    return [(int(b["offset"]), int(b["size"])) for b in f["/model/blocks"][()]]
-
-
 def homogeneous(spry, tmp):
     worst = 0.0
     for assign in ("roundrobin", "random"):
@@ -75,14 +66,14 @@ def homogeneous(spry, tmp):
                                     fl__partition="homogeneous", fl__examples_per_client=40,
                                     method__assignment=assign, log__gradients="oracle", run__rounds=3,
                                     run__eval_every=3) + ["-o", p])
-            with h5py.File(p, "r") as f:
-                Lb = f["/rounds/bias_sq"].shape[1]
-                A = f["/slots/assigned"][()]
+            with L.RunFile(p) as rf:
+                Lb = rf.read("/rounds/bias_sq").shape[1]
+                A = rf.read("/slots/assigned")
                 s = A.sum(axis=1)  # [R, L]: slots per block
                 kind = "M < L" if M < Lb else ("M = L" if M == Lb else "M > L")
                 assert Lb == 3 and (s >= 1).all() and (M >= Lb or (s == 1).all()), "assignment %s" % s
-                ratio = f["/rounds/bias_sq"][()].sum(axis=1) / f["/rounds/metrics"]["grad_sq"]
-                lg = f["/slots/local_gradient"][()]
+                ratio = rf.read("/rounds/bias_sq").sum(axis=1) / rf.read("/rounds/metrics")["grad_sq"]
+                lg = rf.read("/slots/local_gradient")
                 spread = np.abs(lg - lg[:, :1]).max() / np.abs(lg).max()
             assert (ratio <= 1e-10).all(), "homogeneous, %s, M = %d: sum_l bias_sq / ||g||^2 = %s > 1e-10" % (
                 assign, M, ratio)
@@ -92,32 +83,28 @@ def homogeneous(spry, tmp):
     return worst
 
 
-def check_sampled_partition(f):
-    pi, ph = f["/partition/proportions"][()], f["/partition/realised_proportions"][()]
-    cnt, ntr = f["/partition/label_counts"][()], f["/partition/n_train"][()]
-    dist = f["/partition/proportion_distance"][()]
-    C = pi.shape[1]
-    assert np.array_equal(ph, cnt / ntr[:, None]), "realised_proportions != label_counts / n_train"
-    assert np.allclose(dist, 0.5 * np.abs(ph - pi).sum(axis=1), rtol=0, atol=1e-12), "proportion_distance"
+def check_sampled_partition(rf):
+    g = L.checked_partition(rf)  # realised = counts / n_train, distance = TV <= C / (4 n_train)
+    assert g["attrs"]["partition"] == "sampled", g["attrs"]
+    pi, ph, ntr, dist = g["proportions"], g["realised_proportions"], g["n_train"], g["proportion_distance"]
     assert (np.abs(ph - pi) < 1.0 / ntr[:, None]).all(), "a class is off its draw by >= 1/n_train"
-    assert (dist <= C / (4.0 * ntr) + 1e-12).all(), "total variation above C / (4 n_train)"
-    return dist.max(), (C / (4.0 * ntr)).min()
+    return dist.max(), (pi.shape[1] / (4.0 * ntr)).min()
 
 
-def section56(f):
+def section56(rf):
     """Per run: measured sum over rounds and blocks of bias_sq, the exact prediction, its population and
     finite-sample parts, the exact cross term, and the Dirichlet-expectation V_l/(C alpha + 1) population part."""
-    blk = blocks(f)
-    R = int(f.attrs["rounds_done"])
-    A = f["/slots/assigned"][:R].astype(bool)
-    G = f["/slots/local_gradient"][:R].astype(np.float64)
-    CG = f["/rounds/class_gradients"][:R].astype(np.float64)
-    res = f["/slots/residual_sq"][:R]
-    bias = f["/rounds/bias_sq"][:R]
-    V = f["/rounds/class_variance"][:R]
-    clients = f["/slots/info"]["client"][:R]
-    ph = f["/partition/realised_proportions"][()]
-    alpha = float(f["/partition"].attrs["alpha"])
+    blk = [(o, n) for _, o, n in rf.blocks()]
+    R = rf.rounds_done
+    A = rf.read("/slots/assigned").astype(bool)
+    G = rf.read("/slots/local_gradient").astype(np.float64)
+    CG = rf.read("/rounds/class_gradients").astype(np.float64)
+    res = rf.read("/slots/residual_sq")
+    bias = rf.read("/rounds/bias_sq")
+    V = rf.read("/rounds/class_variance")
+    clients = rf.read("/slots/info")["client"]
+    ph = rf.read("/partition/realised_proportions")
+    alpha = float(rf.attrs_of("/partition")["alpha"])
     M, C = G.shape[1], CG.shape[1]
     out = dict(measured=0.0, predicted=0.0, pop=0.0, fs=0.0, cross=0.0, theory=0.0, res_err=0.0, var=0.0,
                enum_err=0.0)
@@ -164,10 +151,10 @@ def main():
             for seed in SEEDS:
                 p = os.path.join(tmp, "grid-%g-%d.h5" % (a, seed))
                 spry.run(MODEL + grid + L.sets(fl__alpha=a, run__seed=seed) + ["-o", p])
-                with h5py.File(p, "r") as f:
-                    tv, bound = check_sampled_partition(f)
+                with L.RunFile(p) as rf:
+                    tv, bound = check_sampled_partition(rf)
                     worst_tv = max(worst_tv, tv)
-                    rows.append((a, seed, section56(f)))
+                    rows.append((a, seed, section56(rf)))
         print("  sampled partitions: realised vs drawn total variation <= %.4f (bound C/(4 n_train) = %.4f), per "
               "class < 1/n_train, in all %d runs" % (worst_tv, bound, len(rows)))
         print("  section 5.6: measured = sum over rounds and blocks of /rounds/bias_sq; predicted = sum "
@@ -207,10 +194,10 @@ def main():
         for g in ("none", "oracle"):
             p = os.path.join(tmp, "tiny-alpha-%s.h5" % g)
             o, _ = spry.run(base + L.sets(log__gradients=g) + ["-o", p])
-            outs.append(fingerprint(o))
-            with h5py.File(p, "r") as f:
-                w.append(f["/model/w_final"][()])
-                pi = f["/partition/proportions"][()]
+            outs.append(L.fingerprint(o))
+            with L.RunFile(p) as rf:
+                w.append(rf.read("/model/w_final"))
+                pi = rf.read("/partition/proportions")
                 assert np.isfinite(pi).all() and np.allclose(pi.sum(axis=1), 1), "alpha 1e-4 draws"
                 top = pi.max(axis=1)
         assert outs[0] == outs[1] and w[0].tobytes() == w[1].tobytes(), "oracle logging changed training"

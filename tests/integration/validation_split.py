@@ -4,16 +4,17 @@ client, and the test split is not used. Checks, on the tiny synthetic task (800 
   file's /partition label counts: exact integers);
 - the clients' batches (log.sample_indices) draw no more distinct examples than the clients hold;
 - the evaluation differs from the test-split evaluation of the same run, the run is identical at P = 1 and 2
-  (fingerprints), and out-of-range values are refused naming the key."""
+  (fingerprints), and out-of-range values are refused naming the key.
+The run files are read through the project's reader (analysis/spry_analysis/runfile.py)."""
 import os
 import sys
 import tempfile
 
-import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from spry_testing import TINY, Checks, fingerprint, from_argv, heldout_losses, sets  # noqa: E402
+from spry_analysis.runfile import RunFile  # noqa: E402
 
 spry = from_argv()
 checks = Checks("validation_split")
@@ -32,22 +33,22 @@ checks.check(fingerprint(r1.stdout) is not None and fingerprint(r1.stdout) == fi
 checks.check(heldout_losses(r0.stdout) != heldout_losses(r1.stdout), "validation evaluation equals the test-split one")
 checks.check("validation-set" in r1.stdout, "the final line does not say the accuracy is on the validation set")
 
-with h5py.File(os.path.join(tmp, "test.h5"), "r") as a, h5py.File(os.path.join(tmp, "val.h5"), "r") as b:
-    held_all = a["/partition/label_counts"][...] + a["/partition/test_label_counts"][...]
-    held_val = b["/partition/label_counts"][...] + b["/partition/test_label_counts"][...]
+with RunFile(os.path.join(tmp, "test.h5")) as a, RunFile(os.path.join(tmp, "val.h5")) as b:
+    held_all = a.read("/partition/label_counts") + a.read("/partition/test_label_counts")
+    held_val = b.read("/partition/label_counts") + b.read("/partition/test_label_counts")
     pool_c = held_all.sum(axis=0)  # the whole train split per class (pool mode hands out everything)
     # lround rounds half away from zero (np.rint would round half to even)
     want = pool_c - np.floor(frac * pool_c + 0.5).astype(int)
     checks.check(np.array_equal(held_val.sum(axis=0), want),
                  "clients hold %s per class, expected train split %s minus validation = %s"
                  % (held_val.sum(axis=0).tolist(), pool_c.tolist(), want.tolist()))
-    idx = b["/slots/sample_idx"][: int(b.attrs["rounds_done"])]
+    idx = b.read("/slots/sample_idx")
     drawn = np.unique(idx[idx >= 0])
     ds_n = 800
     checks.check(drawn.size > 0 and drawn.max() < ds_n, "sample indices out of range")
     n_val = int(np.floor(frac * pool_c + 0.5).sum())
     train_used = int(held_val.sum())
-    checks.check(drawn.size <= int(b["/partition/n_train"][...].sum()),
+    checks.check(drawn.size <= int(b.read("/partition/n_train").sum()),
                  "clients drew %d distinct examples, more than they hold" % drawn.size)
     checks.check(train_used + n_val == int(held_all.sum()),
                  "train split %d != clients' %d + validation %d" % (held_all.sum(), train_used, n_val))

@@ -14,8 +14,6 @@ import sys
 import tempfile
 import time
 
-import h5py
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 import runfile_lib as L
 
@@ -36,8 +34,8 @@ def main():
                 path = os.path.join(tmp, "%s-p%d.h5" % (name, P))
                 spry.run(cfg + ["-o", path], ranks=P)
                 n = L.assert_same_contents(ref, path)
-                with h5py.File(path, "r") as f:
-                    ranks = set(f["/slots/rank"][()].ravel())
+                with L.RunFile(path) as rf:
+                    ranks = set(rf.read("/slots/rank").ravel())
                     assert ranks == set(range(P)), "P = %d: slots ran on ranks %s" % (P, ranks)
                 print("  %s: P = %d equals P = 1 (%d items)" % (name, P, n))
 
@@ -56,10 +54,11 @@ def main():
         out, err = proc.communicate(timeout=60)
         waited = time.time() - t0
         assert proc.returncode != 0, "mpirun exited 0 after SIGTERM"
-        with h5py.File(path, "r") as f:
-            status, done = f.attrs["status"], int(f.attrs["rounds_done"])
+        with L.RunFile(path) as rf:
+            status, done = rf.status, rf.rounds_done
         assert status == "stopped" and done < rounds, "after SIGTERM: status %s, %d rounds" % (status, done)
-        assert h5py.File(path + ".ckpt", "r").attrs["rounds_done"] == done
+        ckpt = L.checkpoint_attrs(path + ".ckpt")["rounds_done"]
+        assert ckpt == done, "after SIGTERM: checkpoint at round %d, run file at %d" % (ckpt, done)
         spry.run(cfg + ["-o", path, "--resume"], ranks=3)
         L.assert_same_contents(ref, path)
         print("  SIGTERM to mpirun -n 2: stopped after %.2f s at round %d (mpirun exit %d); resumed at P = 3: identical"

@@ -4,11 +4,12 @@ Checks (each fails the test through the exit code; Checks collects them):
   A. a 6-point sweep (synthetic tiny, 2 ranks each, grid alpha x preset) goes through `submit` and completes; the
      test cluster's MaxArraySize is 4, so the manifest (indices 0-5) must go in two chunks (offsets 0 and 4);
      `status` shows 6 done; `verify 0 --ranks 1` finds the rerun identical; `compare` of two different points
-     reports a difference (so the comparison can fail); `collect` writes one row per point x round.
+     reports a difference (so the comparison can fail), with the project's reader and with the h5diff fallback
+     (python3 -S: no h5py), which names a subset of the reader's items; `collect` writes one row per point x round.
   B. a 2-point sweep: point 0 (30 rounds) is preempted while running (scancel --signal=USR1 --batch): it
      checkpoints (exit 4), requeues itself, resumes (--resume) and completes, and its run file equals, item by
      item after dropping the `nondeterministic` items, the same point run with `run-local` (no tolerance: the
-     design promises bitwise identical data across kill + resume). Point 1 names a base model file that does not
+     design promises bitwise identical data across kill + resume; the h5diff fallback agrees). Point 1 names a base model file that does not
      exist yet: `status` reports it failed with spry's error; after the file appears, `resubmit` queues exactly
      index 1, and point 0's run file is not touched (same bytes, no new attempt).
   C. a spec with an unknown key, and one with an impossible partition, fail in `submit` before anything is queued
@@ -47,10 +48,12 @@ def write_spec(name, body, ranks=2, extra_set=()):
     return path
 
 
-def tool(env, *args, expect=0, timeout=300):
+def tool(env, *args, expect=0, timeout=300, no_reader=False):
+    """jobs/spry-sweep ARGS; no_reader: under `python3 -S` (no dist-packages: no h5py, so no run-file reader), the
+    standard-library-only path (h5diff / spry info)."""
     t0 = time.time()
-    q = subprocess.run(["/usr/bin/python3", TOOL] + list(args), capture_output=True, text=True, env=env,
-                       timeout=timeout)
+    q = subprocess.run(["/usr/bin/python3"] + (["-S"] if no_reader else []) + [TOOL] + list(args), capture_output=True,
+                       text=True, env=env, timeout=timeout)
     print("$ spry-sweep %s   (exit %d, %.1f s)\n%s%s" % (" ".join(args), q.returncode, time.time() - t0, q.stdout,
                                                           q.stderr), flush=True)
     if expect is not None:
@@ -104,6 +107,11 @@ def part_a(cluster, env):
     a, b = (os.path.join(sweep, "points", pts[i]["run_id"], "run.h5") for i in (0, 1))
     q = tool(env, "compare", a, b, expect=1)
     checks.check("DIFFERENT" in q.stdout, "A: compare of two different points must report a difference")
+    items = sorted(ln.split(":")[0] for ln in q.stdout.splitlines() if ln.startswith("differs: /"))
+    q = tool(env, "compare", a, b, expect=1, no_reader=True)
+    checks.check("DIFFERENT" in q.stdout and "(h5diff" in q.stdout, "A: the h5diff fallback must find the difference")
+    fb = sorted(ln.split(":")[0] for ln in q.stdout.splitlines() if ln.startswith("differs: /"))
+    checks.check(set(fb) <= set(items) and fb, "A: the h5diff fallback names %s, the reader %s" % (fb, items))
     csv_path = os.path.join(WORK, "a.csv")
     tool(env, "collect", sweep, "-o", csv_path, "--builtin")
     with open(csv_path) as f:
@@ -163,6 +171,9 @@ def part_b(cluster, env):
     q = tool(env, "compare", os.path.join(sweep, "points", rid0, "run.h5"),
              os.path.join(WORK, "B-local", "points", rid0, "run.h5"))
     checks.check("IDENTICAL" in q.stdout, "B: the preempted + resumed run file should equal the run-local one")
+    q = tool(env, "compare", os.path.join(sweep, "points", rid0, "run.h5"),
+             os.path.join(WORK, "B-local", "points", rid0, "run.h5"), no_reader=True)
+    checks.check("IDENTICAL" in q.stdout and "(h5diff" in q.stdout, "B: the h5diff fallback should agree: identical")
     # Fix the cause, resubmit: exactly index 1 is queued; point 0 is not touched.
     shutil.copyfile(os.path.join(REPO, "data", "base-m8000.h5"), missing)
     before = sha(os.path.join(sweep, "points", rid0, "run.h5"))
