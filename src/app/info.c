@@ -464,9 +464,12 @@ static int info_one(const char *path) {
   spry_checkpoint_path(path, ckpath, sizeof ckpath);
   spry_checkpoint ck;
   if (spry_checkpoint_read(ckpath, &ck, err, sizeof err) == 0) {
-    printf("checkpoint   %s: %u rounds done; spry run --resume continues at round %u of %lld%s\n", ckpath,
-           ck.rounds_done, ck.rounds_done + 1, (long long)planned,
-           ck.rounds_done >= (uint32_t)planned ? " (nothing left: raise run.rounds to extend the run)" : "");
+    if (ck.rounds_done >= (uint64_t)planned)
+      printf("checkpoint   %s: %u rounds done, all of the %lld planned (spry run --resume with a larger run.rounds "
+             "extends the run)\n", ckpath, ck.rounds_done, (long long)planned);
+    else
+      printf("checkpoint   %s: %u rounds done; spry run --resume continues at round %u of %lld\n", ckpath,
+             ck.rounds_done, ck.rounds_done + 1, (long long)planned);
     spry_checkpoint_release(&ck);
   } else {
     printf("checkpoint   none usable (%s)\n", err);
