@@ -442,9 +442,11 @@ def e4(paths, plot):
         mean = lambda i: [np.mean([r[i] for r in rg if r[0] == a]) for a in ua]  # noqa: E731
         lab = "%s%s, %s" % (tag, rg[0][12], rg[0][13])
         line, = ax.plot(xs, mean(1), "o-", label="measured, " + lab)
-        ax.plot(xs, mean(2), "s--", color=line.get_color(), label="predicted (realised + finite sample)")
+        ax.plot(xs, mean(2), "s--", color=line.get_color(),
+                label="predicted (realised + finite sample), dashed" if g == 0 else None)
         if g == 0:
-            ax.plot(xs, [max(x, 1e-30) for x in mean(5)], "^:", color="k", label="Dirichlet-draw formula")
+            dx = [(x, y) for x, y in zip(xs, mean(5)) if y > 0]  # 0 at alpha = inf: not drawable on a log axis
+            ax.plot([x for x, _ in dx], [y for _, y in dx], "^:", color="k", label="Dirichlet-draw formula (0 at inf)")
         ax2.plot([r[2] for r in rg], [r[1] for r in rg], "o", color=line.get_color(), label=lab)
     v.holds = ok
     ax.set_xscale("log")
