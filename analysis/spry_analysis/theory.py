@@ -110,6 +110,15 @@ def _save(fig, path):
     return path
 
 
+def short_name(path):
+    """A run's name in plot labels: the file name, with its folder's first 8 characters when the file is a sweep
+    point's generic run.h5 (jobs/spry-sweep: points/RUN_ID/run.h5), so the runs of one plot stay distinguishable."""
+    base = os.path.basename(path)
+    if base == "run.h5":
+        return "%s/%s" % (os.path.basename(os.path.dirname(os.path.abspath(path)))[:8], base)
+    return base
+
+
 def _block_index(blocks, active):
     return np.concatenate([np.arange(o, o + s) for (_, o, s), a in zip(blocks, active) if a] or [np.zeros(0, int)])
 
@@ -494,7 +503,7 @@ def e5(paths, plot):
     ax.axhline(1e-6, color="r", lw=0.8, label="criterion 1e-6")
     ax.set_yscale("log")
     ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([os.path.basename(r[0]) for r in rows], fontsize=7)
+    ax.set_xticklabels([short_name(r[0]) for r in rows], fontsize=7, rotation=90)
     ax.set_xlabel("run (file name)")
     ax.set_ylabel("mean ||b||^2 / ||g||^2 (1)")
     ax.set_title("E5 homogeneous => unbiased")
@@ -531,7 +540,7 @@ def e6(paths, plot):
     ax.bar(range(len(rows)), [r[2] for r in rows])
     ax.axhline(3, color="r", lw=0.8, label="criterion 3")
     ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels(["%s\n%s" % (os.path.basename(r[0]), r[1]) for r in rows], fontsize=7)
+    ax.set_xticklabels(["%s %s" % (short_name(r[0]), r[1]) for r in rows], fontsize=7, rotation=90)
     ax.set_xlabel("run (file name, assignment)")
     ax.set_ylabel("bias persistence T|mean b|^2/mean|b|^2 (1)")
     ax.set_title("E6 random assignment: bias -> variance")
@@ -561,7 +570,7 @@ def e8(paths, plot):
     ok = True
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for p in paths:
+    for ip, p in enumerate(paths):
         with RunFile(p) as rf:
             m = rf.metrics()
             for k in ("grad_sq", "objective", "secant", "z2"):
@@ -615,16 +624,22 @@ def e8(paths, plot):
             else:
                 v.say("  bound holds (measured/bound = %.3g)", measured / bound)
             run_avg = np.cumsum(m["grad_sq"][:T]) / np.arange(1, T + 1)
-            axes[0].plot(np.arange(1, T + 1), run_avg, label="%s measured" % os.path.basename(p))
+            axes[0].plot(np.arange(1, T + 1), run_avg, label="%s K=%d eta=%g measured" % (short_name(p), K, eta))
             tt = np.arange(1, T + 1)
             rhs = 4 * delta0 / (eta * tt) + bound - terms["4 Delta_0/(eta T)"]
-            axes[0].plot(tt, rhs, "--", label="%s bound" % os.path.basename(p))
-            axes[1].bar([k for k in terms] + ["measured"], list(terms.values()) + [measured])
+            axes[0].plot(tt, rhs, "--", color=axes[0].lines[-1].get_color(),
+                         label="its bound (dashed, same colour)" if len(axes[0].lines) == 1 else None)
+            wbar = 0.8 / len(paths)  # one bar group per term, one bar per run (the colour of its curve)
+            axes[1].bar(np.arange(len(terms) + 1) + (ip - (len(paths) - 1) / 2) * wbar,
+                        [x if x > 0 else np.nan for x in terms.values()] + [measured], wbar,  # 0: no bar (log axis)
+                        color=axes[0].lines[-1].get_color())
     axes[0].set_yscale("log")
     axes[0].set_xlabel("rounds T (rounds)")
     axes[0].set_ylabel("(1/T) sum ||grad f(w_t)||^2 (gradient^2)")
     axes[0].legend(fontsize=6)
     axes[1].set_yscale("log")
+    axes[1].set_xticks(np.arange(5))
+    axes[1].set_xticklabels(["4 Delta_0/(eta T)", "3 B^2", "rho Z^2/(1+rho)", "S^2/(2(1+rho))", "measured"])
     axes[1].set_xlabel("term of the bound (name)")
     axes[1].set_ylabel("value (gradient^2)")
     axes[1].tick_params(axis="x", labelsize=6)

@@ -12,6 +12,7 @@ Checks (small real runs of tests/analysis/alib.py SMALL, 10-20 rounds each, log.
 3. E8: the report judges only runs whose server step meets Theorem 2's eta <= 1/(4 L (1+rho)) (L from the run's
    own secants): a run at server_lr 0.001 is judged, one at server_lr 50 is left out with 'step is too large'.
    The HTML page lists the left-out runs under the check with their reasons.
+4. Plot labels name sweep points by their folder (points/RUN_ID/run.h5 -> 'RUN_ID[:8]/run.h5'), not 'run.h5'.
 No tolerances: each check is on the selection and the printed text, and the runs are deterministic.
 
 usage: analysis_premises.py SPRY
@@ -22,11 +23,13 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import alib  # noqa: E402
-from spry_analysis import report  # noqa: E402
+from spry_analysis import report, theory  # noqa: E402
 
 
 def main():
     spry = sys.argv[1]
+    assert theory.short_name("/s/points/0123456789abcdef/run.h5") == "01234567/run.h5"
+    assert theory.short_name("/s/al0.01.h5") == "al0.01.h5"
     with tempfile.TemporaryDirectory() as tmp:
         sweep = os.path.join(tmp, "sweep")
         os.makedirs(sweep)
