@@ -129,8 +129,8 @@ def report(paths, out, target=None, by=None):
         ps = sel[name]
         lo = ""
         if left_out[name]:
-            lo = ("<p class='na'>left out (premise not met; `spry-analyze theory %s RUN` judges them anyway):</p><pre>%s"
-                  "</pre>" % (name, html.escape("\n".join("%s: %s" % (os.path.relpath(os.path.abspath(p), common), why)
+            lo = ("<p class='na'>left out (premise not met; `spry-analyze theory %s RUN` judges them anyway):</p>"
+                  "<pre>%s</pre>" % (name, html.escape("\n".join("%s: %s" % (os.path.relpath(os.path.abspath(p), common), why)
                                                           for p, why in left_out[name]))))
         if not ps:
             parts.append("<h3>%s</h3><p class='na'>not applicable: no run of these files meets the premise of %s "
