@@ -30,12 +30,21 @@ def _fmt(x):
 
 
 def applicable(paths):
-    """{verb: [paths]}: the runs that meet each theory check's premise (by their configuration and logged items).
-    The CLI judges any run it is given (that is how a failing case is shown); the report judges only these:
+    """{verb: [paths]}: the runs that meet each theory check's premise (premises() without the reasons)."""
+    return premises(paths)[0]
+
+
+def premises(paths):
+    """({verb: [paths]}, {verb: [(path, reason)]}): the runs that meet each theory check's premise (by their
+    configuration and logged items), and the runs of the check's kind left out with the reason. The CLI judges any
+    run it is given (that is how a failing case is shown); the report judges only the first list:
     E1, E2 forward per-iteration oracle runs; E3 zeroth-order per-iteration oracle runs; E4 Spry-split oracle
-    runs; E5 Spry-split runs of a homogeneous partition with full local gradients; E6 Spry-split oracle runs with
-    random assignment; E8 v2 per-iteration forward runs with server SGD (fedavg) and Gaussian tangents."""
+    runs, except homogeneous partitions (theory.e4_premise: excluded, judged by E5); E5 Spry-split runs of a
+    homogeneous partition with full local gradients; E6 Spry-split oracle runs with random assignment; E8 v2
+    per-iteration forward runs with server SGD (fedavg) and Gaussian tangents whose step meets Theorem 2's
+    eta <= 1/(4 L (1+rho)) with the run's own L (theory.e8_step; larger steps excluded: the theorem does not apply)."""
     sel = {k: [] for k in theory.VERBS}
+    out = {k: [] for k in theory.VERBS}
     for p in paths:
         with RunFile(p) as rf:
             oracle = rf.has("/slots/batch_gradient")
@@ -47,15 +56,24 @@ def applicable(paths):
             if oracle and comm == "iteration" and est == "zeroth":
                 sel["E3"].append(p)
             if oracle and split == "spry" and rf.has("/rounds/class_gradients"):
-                sel["E4"].append(p)
+                why = theory.e4_premise(rf)
+                if why:
+                    out["E4"].append((p, why))
+                else:
+                    sel["E4"].append(p)
                 if rf.cfg("method.assignment") == "random":
                     sel["E6"].append(p)
             if split == "spry" and part == "homogeneous" and rf.has("/slots/local_gradient"):
                 sel["E5"].append(p)
             if (rf.version >= 2 and comm == "iteration" and est == "forward" and rf.has("/slots/minibatch_variance")
                     and rf.cfg("method.server_opt") == "fedavg" and rf.cfg("method.tangent", "gaussian") == "gaussian"):
-                sel["E8"].append(p)
-    return sel
+                _, _, _, L, rho, eta, eta_star = theory.e8_step(rf)
+                if eta <= eta_star:
+                    sel["E8"].append(p)
+                else:
+                    out["E8"].append((p, "eta = %g > 1/(4 L (1+rho)) = %.4g (L = %.4g, rho = %.4g): the step is too "
+                                      "large for Theorem 2, which does not apply" % (eta, eta_star, L, rho)))
+    return sel, out
 
 
 CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}table{border-collapse:collapse;margin:1em 0;
@@ -106,18 +124,24 @@ def report(paths, out, target=None, by=None):
     sections.append("comparison")
     # theory
     parts.append("<h2>Theory checks (THEORY.md section 7)</h2>")
-    sel = applicable(runs)
+    sel, left_out = premises(runs)
     for name in theory.VERBS:
         ps = sel[name]
+        lo = ""
+        if left_out[name]:
+            lo = ("<p class='na'>left out (premise not met; `spry-analyze theory %s RUN` judges them anyway):</p>"
+                  "<pre>%s</pre>" % (name, html.escape("\n".join("%s: %s" % (os.path.relpath(os.path.abspath(p), common), why)
+                                                          for p, why in left_out[name]))))
         if not ps:
             parts.append("<h3>%s</h3><p class='na'>not applicable: no run of these files meets the premise of %s "
-                         "(%s)</p>" % (name, name, html.escape(theory.CRITERIA[name][:200] + "...")))
+                         "(%s)</p>%s" % (name, name, html.escape(theory.CRITERIA[name][:200] + "..."), lo))
             continue
         v = theory.run(name, ps, os.path.join(tmp, "%s.png" % name))
         cls = {True: "ok", False: "bad", None: "na"}[v.holds]
         word = {True: "HOLDS", False: "DOES NOT HOLD", None: "CANNOT BE EVALUATED"}[v.holds]
-        parts.append("<h3>%s: <span class='%s'>%s</span></h3><pre>%s</pre>%s" % (
-            name, cls, word, html.escape(v.text()), _img(v.plot) if v.plot else ""))
+        parts.append("<h3>%s: <span class='%s'>%s</span> (on %d run%s)</h3>%s<pre>%s</pre>%s" % (
+            name, cls, word, len(ps), "" if len(ps) == 1 else "s", lo, html.escape(v.text()),
+            _img(v.plot) if v.plot else ""))
     sections.append("theory")
     # paper claims
     claims = cmp.paper_claims(runs, target)

@@ -41,7 +41,12 @@ CRITERIA = {
           "mean(B)/mean(P) over rounds meets [0.5, 2] (the theorem is an expectation over clients and "
           "assignments; a run has few rounds), and, given >= 3 alphas, the measured bias falls with alpha "
           "(Spearman rank correlation < 0). The Dirichlet-draw prediction sum_l (1/s_l - 1/M) V_l/(C alpha + 1) is "
-          "printed beside it.",
+          "printed beside it."
+          " Runs are grouped by configuration apart from alpha and the seed (M, s_l, assignment, ...): the "
+          "Spearman test is per group with >= 3 alphas, never across groups; each run's line names M and its s_l "
+          "(mean clients per block). A homogeneous partition is not judged (the premise fails: exit 1, said so): "
+          "identical clients have identical finite-sample parts, so the E||eps||^2 term does not apply (the bias "
+          "is 0 there; E5 judges it).",
     "E5": "Homogeneous data => unbiased (Theorem 1.1): HOLDS when the mean over rounds of "
           "sum_l ||b^l||^2 / ||g||^2 from the full local gradients is <= 1e-6 (float32 rounding of gradients "
           "summed in different batch orders). Needs v2 /slots/local_gradient and /rounds/bias_sq.",
@@ -103,6 +108,15 @@ def _save(fig, path):
     fig.savefig(path, dpi=90)
     _plt().close(fig)
     return path
+
+
+def short_name(path):
+    """A run's name in plot labels: the file name, with its folder's first 8 characters when the file is a sweep
+    point's generic run.h5 (jobs/spry-sweep: points/RUN_ID/run.h5), so the runs of one plot stay distinguishable."""
+    base = os.path.basename(path)
+    if base == "run.h5":
+        return "%s/%s" % (os.path.basename(os.path.dirname(os.path.abspath(path)))[:8], base)
+    return base
 
 
 def _block_index(blocks, active):
@@ -307,13 +321,50 @@ def round_bias(rf, G, t, blocks, assigned, w):
     return b, g, bl
 
 
+def e4_premise(rf):
+    """None when Theorem 1.4's finite-sample form (THEORY 5.6) applies to the run, else the reason. It needs
+    clients whose finite-sample parts eps_m are independent draws: on a homogeneous partition every client holds
+    the same examples, so the eps_m are identical, S_l^2 = 0 and the bias is 0 (Theorem 1.1, judged by E5), while
+    P's E||eps^l||^2 term would predict a positive bias."""
+    if rf.partition_kind() == "homogeneous":
+        return ("fl.partition = homogeneous: every client holds the same examples, so the clients' finite-sample "
+                "parts are identical, not independent, and THEORY 5.6's prediction does not apply (the bias is 0 "
+                "by Theorem 1.1: judge it with E5)")
+    return None
+
+
+# configuration keys that do not change what E4 compares across alphas (seed, bookkeeping, logging, pretraining)
+_E4_SAME = ("run.", "log.", "pretrain.", "eval.")
+
+
+def e4_group(rf):
+    """The run's configuration apart from fl.alpha and the keys of _E4_SAME: runs of one group differ only in alpha
+    (and seed), so E4's 'bias falls with alpha' is judged within a group, never across M, s_l or assignment."""
+    return tuple(sorted((k, x) for k, x in rf.config.items()
+                        if k != "fl.alpha" and k != "method.preset" and not k.startswith(_E4_SAME)))
+
+
+def _e4_shares(assigned):
+    """'M = 4, s_l = 2, 1, 1' (mean over rounds of the clients per block, 2 decimals when not whole)."""
+    s = assigned.sum(axis=1).mean(axis=0)
+    return "M = %d, s_l = %s" % (assigned.shape[1], ", ".join("%d" % x if x == int(x) else "%.2f" % x for x in s))
+
+
 def e4(paths, plot):
     v = Verdict("E4")
     runs = []
+    premise_ok = True
+    groups = {}
     for p in paths:
         with RunFile(p) as rf:
             if rf.cfg("method.split") != "spry":
                 raise Missing("%s: method.split = %s (E4 is about Spry's split)" % (p, rf.cfg("method.split")))
+            why = e4_premise(rf)
+            if why:
+                v.say("%s: not judged, the premise of Theorem 1.4 fails: %s", p, why)
+                premise_ok = False
+                continue
+            gid = groups.setdefault(e4_group(rf), len(groups))
             G, label = client_gradients(rf)
             _need(rf, "/rounds/class_gradients")
             blocks = rf.blocks()
@@ -365,35 +416,65 @@ def e4(paths, plot):
             if res is not None:
                 label += "; finite-sample residuals match /slots/residual_sq to %.1e relative" % res_diff
             runs.append((alpha, B.mean(), P.mean(), np.mean(Ppop), np.mean(Pfin), np.mean(D), rho, rho - h, rho + h, p,
-                         label))
-    ok = True
-    for alpha, b, pr, pop, fin, dr, rho, lo, hi, p, label in sorted(runs):
+                         label, gid, _e4_shares(assigned), rf.cfg("method.assignment")))
+    ok = premise_ok
+    if not runs:
+        v.holds = False
+        return v
+    ngroups = len(set(r[11] for r in runs))
+    for alpha, b, pr, pop, fin, dr, rho, lo, hi, p, label, gid, shares, assign in sorted(runs):
         meets = hi >= 0.5 and lo <= 2.0
         ok &= meets
-        v.say("%s: alpha %g (%s)", p, alpha, label)
+        v.say("%s: alpha %g, %s, %s assignment%s (%s)", p, alpha, shares, assign,
+              ", group %d" % (gid + 1) if ngroups > 1 else "", label)
         v.say("  measured E||b||^2 = %.4g; predicted %.4g = population %.4g + finite-sample %.4g; Dirichlet-draw "
               "formula %.4g", b, pr, pop, fin, dr)
         v.say("  measured/predicted = %.3f, 95%% CI [%.3f, %.3f]: %s", rho, lo, hi,
               "meets [0.5, 2]" if meets else "OUTSIDE [0.5, 2]")
-    alphas = [r[0] for r in runs]
-    if len(set(alphas)) >= 3:
-        rs = st.spearmanr([a if math.isfinite(a) else 1e300 for a in alphas], [r[1] for r in runs]).correlation
-        falls = rs < 0
-        ok &= falls
-        v.say("  bias vs alpha: Spearman %.3f: %s", rs, "falls with alpha" if falls else "DOES NOT FALL")
-    v.holds = ok
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    xs = [a if math.isfinite(a) else 1e3 for a, *_ in sorted(runs)]
-    ax.plot(xs, [r[1] for r in sorted(runs)], "o-", label="measured E||b||^2")
-    ax.plot(xs, [r[2] for r in sorted(runs)], "s--", label="Thm 1.4, realised proportions + finite sample")
-    ax.plot(xs, [max(r[5], 1e-30) for r in sorted(runs)], "^:", label="Thm 1.4, Dirichlet draw")
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for g in range(len(groups)):
+        rg = sorted(r for r in runs if r[11] == g)
+        if not rg:
+            continue
+        alphas = [r[0] for r in rg]
+        tag = "group %d: " % (g + 1) if ngroups > 1 else ""
+        if len(set(alphas)) >= 3:
+            rs = st.spearmanr([a if math.isfinite(a) else 1e300 for a in alphas], [r[1] for r in rg]).correlation
+            falls = rs < 0
+            ok &= falls
+            v.say("  %sbias vs alpha over %d runs (%s, %s assignment): Spearman %.3f: %s", tag, len(rg), rg[0][12],
+                  rg[0][13], rs, "falls with alpha" if falls else "DOES NOT FALL")
+        # mean over seeds at each alpha
+        ua = sorted(set(alphas))
+        xs = [a if math.isfinite(a) else 1e3 for a in ua]
+        mean = lambda i: [np.mean([r[i] for r in rg if r[0] == a]) for a in ua]  # noqa: E731
+        lab = "%s%s, %s" % (tag, rg[0][12], rg[0][13])
+        line, = ax.plot(xs, mean(1), "o-", label="measured, " + lab)
+        ax.plot(xs, mean(2), "s--", color=line.get_color(),
+                label="predicted (realised + finite sample), dashed" if g == 0 else None)
+        if g == 0:
+            dx = [(x, y) for x, y in zip(xs, mean(5)) if y > 0]  # 0 at alpha = inf: not drawable on a log axis
+            ax.plot([x for x, _ in dx], [y for _, y in dx], "^:", color="k", label="Dirichlet-draw formula (0 at inf)")
+        ax2.plot([r[2] for r in rg], [r[1] for r in rg], "o", color=line.get_color(), label=lab)
+    v.holds = ok
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("Dirichlet alpha (1; inf plotted at 1e3)")
-    ax.set_ylabel("squared bias ||b||^2 (gradient^2)")
+    ax.set_ylabel("squared bias ||b||^2, mean over seeds (gradient^2)")
     ax.set_title("E4 Spry bias vs alpha")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6)
+    allp = [r[2] for r in runs] + [r[1] for r in runs]
+    lo_, hi_ = max(min(allp), 1e-12), max(allp)
+    xx = np.geomspace(lo_, hi_, 20)
+    ax2.plot(xx, xx, "k-", lw=0.8, label="measured = predicted")
+    ax2.fill_between(xx, 0.5 * xx, 2 * xx, color="0.85", label="[0.5, 2] x predicted")
+    ax2.set_xscale("log")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("predicted mean ||b||^2 per run (gradient^2)")
+    ax2.set_ylabel("measured mean ||b||^2 per run (gradient^2)")
+    ax2.set_title("E4 per run")
+    ax2.legend(fontsize=6)
     v.plot = _save(fig, plot)
     return v
 
@@ -422,7 +503,7 @@ def e5(paths, plot):
     ax.axhline(1e-6, color="r", lw=0.8, label="criterion 1e-6")
     ax.set_yscale("log")
     ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([os.path.basename(r[0]) for r in rows], fontsize=7)
+    ax.set_xticklabels([short_name(r[0]) for r in rows], fontsize=7, rotation=90)
     ax.set_xlabel("run (file name)")
     ax.set_ylabel("mean ||b||^2 / ||g||^2 (1)")
     ax.set_title("E5 homogeneous => unbiased")
@@ -459,7 +540,7 @@ def e6(paths, plot):
     ax.bar(range(len(rows)), [r[2] for r in rows])
     ax.axhline(3, color="r", lw=0.8, label="criterion 3")
     ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels(["%s\n%s" % (os.path.basename(r[0]), r[1]) for r in rows], fontsize=7)
+    ax.set_xticklabels(["%s %s" % (short_name(r[0]), r[1]) for r in rows], fontsize=7, rotation=90)
     ax.set_xlabel("run (file name, assignment)")
     ax.set_ylabel("bias persistence T|mean b|^2/mean|b|^2 (1)")
     ax.set_title("E6 random assignment: bias -> variance")
@@ -469,12 +550,27 @@ def e6(paths, plot):
 
 
 # ---------------------------------------------------------------------------------------------------- E8
+def e8_step(rf, m=None):
+    """Theorem 2's step condition from a run file: (d_l, s_l [R, L], finite secants, L = max secant,
+    rho = max over rounds of max_l (d_l+1)/(K s_l), eta = method.server_lr, eta* = 1/(4 L (1+rho))).
+    The theorem applies only when eta <= eta*; L comes from the run's own secants, so this is known after the run."""
+    m = rf.metrics() if m is None else m
+    dl = np.array([s for _, _, s in rf.blocks()], float)
+    s_l = rf.read("/rounds/block_count").astype(float)  # [R, L]
+    sec = m["secant"][np.isfinite(m["secant"])]
+    L = float(sec.max()) if sec.size else math.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = float(np.where(s_l > 0, (dl + 1) / (rf.K * s_l), 0).max(axis=1).max())
+    eta = rf.cfg("method.server_lr", cast=float)
+    return dl, s_l, sec, L, rho, eta, 1 / (4 * L * (1 + rho))
+
+
 def e8(paths, plot):
     v = Verdict("E8")
     ok = True
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for p in paths:
+    for ip, p in enumerate(paths):
         with RunFile(p) as rf:
             m = rf.metrics()
             for k in ("grad_sq", "objective", "secant", "z2"):
@@ -492,25 +588,17 @@ def e8(paths, plot):
             if rf.cfg("method.tangent", "gaussian") != "gaussian":
                 why.append("method.tangent = %s (needs gaussian)" % rf.cfg("method.tangent"))
             T = rf.rounds_done
-            blocks = rf.blocks()
-            dl = np.array([s for _, _, s in blocks], float)
-            s_l = rf.read("/rounds/block_count").astype(float)  # [R, L]
+            dl, s_l, sec, L, rho, eta, eta_star = e8_step(rf, m)
             K = rf.K
-            sec = m["secant"][np.isfinite(m["secant"])]
-            L = float(sec.max()) if sec.size else math.nan
             with np.errstate(divide="ignore", invalid="ignore"):
-                rho_t = np.where(s_l > 0, (dl + 1) / (K * s_l), 0).max(axis=1)
                 sig = rf.read("/slots/minibatch_variance").mean(axis=1)  # [R, L]: mean over clients
                 S2_t = np.where(s_l > 0, (1 / s_l) * (1 + (dl + 1) / K) * sig, 0).sum(axis=1)
-            rho = float(rho_t.max())
             S2 = float(np.nanmax(S2_t))
             B2 = float(rf.read("/rounds/bias_sq").sum(axis=1).max())
             Z2 = float(np.nanmax(m["z2"]))
             f0 = float(m["objective"][0])
             fmin = float(np.nanmin(np.concatenate([m["objective"], m["pool_objective"]])))
             delta0 = f0 - 0.0
-            eta = rf.cfg("method.server_lr", cast=float)
-            eta_star = 1 / (4 * L * (1 + rho))
             terms = {"4 Delta_0/(eta T)": 4 * delta0 / (eta * T), "3 B^2": 3 * B2, "rho Z^2/(1+rho)": rho * Z2 / (1 + rho),
                      "S^2/(2(1+rho))": S2 / (2 * (1 + rho))}
             bound = sum(terms.values())
@@ -536,16 +624,22 @@ def e8(paths, plot):
             else:
                 v.say("  bound holds (measured/bound = %.3g)", measured / bound)
             run_avg = np.cumsum(m["grad_sq"][:T]) / np.arange(1, T + 1)
-            axes[0].plot(np.arange(1, T + 1), run_avg, label="%s measured" % os.path.basename(p))
+            axes[0].plot(np.arange(1, T + 1), run_avg, label="%s K=%d eta=%g measured" % (short_name(p), K, eta))
             tt = np.arange(1, T + 1)
             rhs = 4 * delta0 / (eta * tt) + bound - terms["4 Delta_0/(eta T)"]
-            axes[0].plot(tt, rhs, "--", label="%s bound" % os.path.basename(p))
-            axes[1].bar([k for k in terms] + ["measured"], list(terms.values()) + [measured])
+            axes[0].plot(tt, rhs, "--", color=axes[0].lines[-1].get_color(),
+                         label="its bound (dashed, same colour)" if len(axes[0].lines) == 1 else None)
+            wbar = 0.8 / len(paths)  # one bar group per term, one bar per run (the colour of its curve)
+            axes[1].bar(np.arange(len(terms) + 1) + (ip - (len(paths) - 1) / 2) * wbar,
+                        [x if x > 0 else np.nan for x in terms.values()] + [measured], wbar,  # 0: no bar (log axis)
+                        color=axes[0].lines[-1].get_color())
     axes[0].set_yscale("log")
     axes[0].set_xlabel("rounds T (rounds)")
     axes[0].set_ylabel("(1/T) sum ||grad f(w_t)||^2 (gradient^2)")
     axes[0].legend(fontsize=6)
     axes[1].set_yscale("log")
+    axes[1].set_xticks(np.arange(5))
+    axes[1].set_xticklabels(["4 Delta_0/(eta T)", "3 B^2", "rho Z^2/(1+rho)", "S^2/(2(1+rho))", "measured"])
     axes[1].set_xlabel("term of the bound (name)")
     axes[1].set_ylabel("value (gradient^2)")
     axes[1].tick_params(axis="x", labelsize=6)
