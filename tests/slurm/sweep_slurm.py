@@ -118,6 +118,14 @@ def part_a(cluster, env):
         rows = f.read().splitlines()
     checks.check(len(rows) == 1 + 6 * 6, "A: collect should write a header + 36 rows (6 points x 6 rounds), got %d"
                  % len(rows))
+    # files: the run files of a subset by axis values (the 2 points of spry = one per alpha; exact paths)
+    q = tool(env, "files", sweep, "method.preset=spry", "--complete")
+    want = sorted(os.path.join(sweep, "points", p["run_id"], "run.h5") for p in pts
+                  if p["axes"]["method.preset"] == "spry")
+    checks.check(sorted(q.stdout.split()) == want and len(want) == 2, "A: files method.preset=spry gave %s, "
+                 "expected %s" % (q.stdout.split(), want))
+    q = tool(env, "files", sweep, "fl.bogus=1", expect=2)
+    checks.check("not an axis" in q.stderr, "A: files with an unknown axis should say so: %r" % q.stderr)
 
 
 def part_b(cluster, env):

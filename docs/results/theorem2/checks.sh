@@ -8,16 +8,7 @@ sweep=${1:?usage: checks.sh SWEEPDIR [OUTDIR]}
 out=${2:-docs/results/theorem2}
 mkdir -p "$out/verdicts"
 # sel KEY=VALUE ...: the run files of the points whose axes have all these values (as written in the manifest)
-sel() {
-  /usr/bin/python3 - "$sweep" "$@" <<'PY'
-import json, os, sys
-d, want = sys.argv[1], [a.split("=", 1) for a in sys.argv[2:]]
-for line in open(os.path.join(d, "manifest.jsonl")):
-    p = json.loads(line)
-    if all(p["axes"].get(k) == v for k, v in want):
-        print(os.path.join(d, "points", p["run_id"], "run.h5"))
-PY
-}
+sel() { jobs/spry-sweep files "$sweep" "$@"; }
 check() {  # check NAME VERB FILES...
   local name=$1 verb=$2
   shift 2
