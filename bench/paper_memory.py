@@ -14,9 +14,11 @@ Numbers come from `bench_engine mem` (the labelled allocator's peak; bench/READM
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_suite import run_json, threads_env  # noqa: E402  (the suite's way of running bench_engine)
 
 METHODS = [("jvp1", "forward mode, K = 1 (Spry/FedFGD client)"), ("bwd", "backprop (FedAvg/FedYogi client)"),
            ("zo", "zeroth order (FedMeZO/BAFFLE client)")]
@@ -28,8 +30,7 @@ def measure(binary, size, method, T, B, rank, cache):
     for d in cache:  # records of an earlier (interrupted) invocation with the same command are reused
         if d.get("cmd") == " ".join(cmd[1:]):
             return d
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
-    d = json.loads(out.stdout)
+    d = run_json(cmd, threads_env(1))
     d["cmd"] = " ".join(cmd[1:])
     return d
 
@@ -47,6 +48,7 @@ def main():
     binary = os.path.join(a.build, "bench", "bench_engine")
     rows, raw = [], []
     cache_path = os.path.splitext(a.output)[0] + ".json"
+    os.makedirs(os.path.dirname(os.path.abspath(a.output)), exist_ok=True)
     cache = json.load(open(cache_path)) if os.path.exists(cache_path) else []
     t0 = time.time()
     for size in a.sizes.split(","):
@@ -85,7 +87,6 @@ def main():
             mib(b["workspace_peak_bytes"]), b["workspace_peak_bytes"] / f["workspace_peak_bytes"]))
     lines += ["", "Every record (bench_engine's JSON, with its command) is in `%s`." %
               os.path.basename(os.path.splitext(a.output)[0] + ".json"), ""]
-    os.makedirs(os.path.dirname(os.path.abspath(a.output)), exist_ok=True)
     with open(a.output, "w") as fh:
         fh.write("\n".join(lines))
     with open(os.path.splitext(a.output)[0] + ".json", "w") as fh:

@@ -186,10 +186,11 @@ def paper_claims(paths, target=None):
 
 def claims_detail(paths, target=None):
     """Every claim against every baseline of its class, under each accuracy protocol the runs allow:
-    `global` (Spry's global model vs the baselines' global models), `paper` (Spry's personalised accuracy vs the
-    baselines' global accuracy: the seed paper's headline protocol, PAPER-SETTINGS.md), `personal` (personalised
-    vs personalised). Rows: dicts {claim, protocol, spry, baseline, representative, estimate, lo, hi, measured,
-    verdict}; `representative` marks the strongest baseline of the class (paper_claims)."""
+    `global` (Spry's global model vs the baselines' global models) and, for the accuracy and convergence claims
+    when Spry's runs have personalised accuracy, `paper` (Spry's personalised accuracy vs the baselines' global
+    accuracy: the seed paper's headline protocol, PAPER-SETTINGS.md). Rows: dicts {claim, protocol, spry,
+    baseline, representative, estimate, lo, hi, measured, verdict}; `representative` marks the strongest baseline
+    of the class (paper_claims)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return _claims_detail(paths, target)
@@ -198,7 +199,6 @@ def claims_detail(paths, target=None):
 def _claims_detail(paths, target):
     by_class = _by_class(paths)
     data = {g: series(ps) for groups in by_class.values() for g, ps in groups.items()}
-    has_personal = {g: any(np.isfinite(r["personal_acc"]).any() for r in rs) for g, rs in data.items()}
     rows = []
     for text, ca, cb, what, lo_c, hi_c in CLAIMS:
         miss = [c for c in (ca, cb) if c not in by_class]
@@ -207,16 +207,14 @@ def _claims_detail(paths, target):
                              estimate=math.nan, lo=math.nan, hi=math.nan, measured="-",
                              verdict="not measurable from these runs: no %s run" % " and no ".join(miss)))
             continue
-        spry_cls, base_cls = ("spry", ca) if cb == "spry" else ("spry", cb)
-        spry_label = sorted(by_class[spry_cls], key=lambda g: (-len(by_class[spry_cls][g]), g))[0]
+        base_cls = ca if cb == "spry" else cb
+        spry_label = sorted(by_class["spry"], key=lambda g: (-len(by_class["spry"][g]), g))[0]
         strongest = _strongest(by_class[base_cls], data)
         protocols = [("global", "eval_acc", "eval_acc")]
-        if what in ("acc_gap", "rounds_ratio") and has_personal[spry_label]:
+        if what in ("acc_gap", "rounds_ratio") and any(np.isfinite(r["personal_acc"]).any() for r in data[spry_label]):
             protocols.append(("paper", "personal_acc", "eval_acc"))
         for proto, spry_key, base_key in protocols:
             for base in sorted(by_class[base_cls]):
-                if proto == "personal" and not has_personal[base]:
-                    continue
                 # A is the first class of the claim, B the second (the order of the CLAIMS row)
                 if ca == "spry":
                     A, B, ka, kb, na, nb = data[spry_label], data[base], spry_key, base_key, spry_label, base

@@ -150,8 +150,7 @@ def report(paths, out, target=None, by=None):
                  _table(["claim (Panchal et al., NeurIPS 2024)", "measured", "verdict"], claims))
     detail = cmp.claims_detail(runs, target)
     proto = {"global": "generalised: Spry's global model vs the baseline's global model",
-             "paper": "the paper's protocol: Spry personalised (eval.personalize_epochs) vs the baseline's global model",
-             "personal": "personalised vs personalised"}
+             "paper": "the paper's protocol: Spry personalised (eval.personalize_epochs) vs the baseline's global model"}
     parts.append("<h3>Every baseline, every accuracy protocol</h3>" +
                  _table(["claim", "accuracy protocol", "Spry", "baseline", "measured", "verdict"],
                         [[r["claim"], proto.get(r["protocol"], r["protocol"]), r["spry"],

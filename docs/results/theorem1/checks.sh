@@ -6,17 +6,7 @@
 set -uo pipefail
 sweep=${1:?usage: checks.sh SWEEPDIR [OUTDIR]}
 out=${2:-docs/results/theorem1}
-mkdir -p "$out/verdicts"
-# sel KEY=VALUE ...: the run files of the points whose axes have all these values (as written in the manifest)
-sel() { jobs/spry-sweep files "$sweep" "$@"; }
-check() {  # check NAME VERB FILES...
-  local name=$1 verb=$2
-  shift 2
-  analysis/spry-analyze theory "$verb" "$@" --plot "$out/$name.png" > "$out/verdicts/$name.txt"
-  local rc=$?
-  echo "exit status $rc" >> "$out/verdicts/$name.txt"
-  echo "$name: $verb on $# runs: exit $rc"
-}
+. docs/results/checks_lib.sh  # sel (points by axis values) and check (one verdict)
 base="fl.partition=sampled method.split=spry method.head_shared=false fl.clients_per_round=4"
 # Theorem 1.4 (E4): bias vs alpha, round-robin and random assignment (30 runs each: 6 alphas x 5 seeds)
 check E4-roundrobin E4 $(sel $base method.assignment=roundrobin)

@@ -6,17 +6,7 @@
 set -uo pipefail
 sweep=${1:?usage: checks.sh SWEEPDIR [OUTDIR]}
 out=${2:-docs/results/theorem2}
-mkdir -p "$out/verdicts"
-# sel KEY=VALUE ...: the run files of the points whose axes have all these values (as written in the manifest)
-sel() { jobs/spry-sweep files "$sweep" "$@"; }
-check() {  # check NAME VERB FILES...
-  local name=$1 verb=$2
-  shift 2
-  analysis/spry-analyze theory "$verb" "$@" --plot "$out/$name.png" > "$out/verdicts/$name.txt"
-  local rc=$?
-  echo "exit status $rc" >> "$out/verdicts/$name.txt"
-  echo "$name: $verb on $# runs: exit $rc"
-}
+. docs/results/checks_lib.sh  # sel (points by axis values) and check (one verdict)
 h="fl.partition=homogeneous"
 s="fl.partition=sampled"
 # Theorem 2 (E8) at the theorem's step eta_K = 1/(4 L^ (1+rho_K)), L^ = 40 from the pilot: K = 1, 4, 16
