@@ -46,8 +46,9 @@ def _compare(a):
     if a.claims:
         for c in cmp.paper_claims(find_runs(a.runs), a.target):
             print("claim: %s\n  measured: %s\n  verdict: %s" % c)
-        print("every baseline (protocol global = Spry's global model; paper = Spry personalised vs the baseline's "
-              "global model):")
+        print("every baseline, by accuracy protocol:")
+        for k, v in cmp.PROTOCOLS.items():
+            print("  %s = %s" % (k, v))
         for r in cmp.claims_detail(find_runs(a.runs), a.target):
             print("  [%s] %s vs %s: %s -> %s" % (r["protocol"], r["claim"].split(" (")[0], r["baseline"],
                                                  r["measured"], r["verdict"]))
@@ -65,8 +66,9 @@ def _theory(a):
 
 
 def _report(a):
-    secs = report.report(a.runs, a.output, a.target, a.by.split(",") if a.by else None)
-    print("wrote %s (sections: %s)" % (a.output, ", ".join(secs)))
+    secs = report.report(a.runs, a.output, a.target, a.by.split(",") if a.by else None, a.markdown, a.title)
+    print("wrote %s (sections: %s)%s" % (a.output, ", ".join(secs),
+                                         "; %s and its plots" % a.markdown if a.markdown else ""))
     return 0
 
 
@@ -131,6 +133,10 @@ def parser():
     s.add_argument("-o", "--output", default="report.html")
     s.add_argument("--target", type=float, help="target accuracy (fraction)")
     s.add_argument("--by", help="comma list of configuration keys that split the methods")
+    s.add_argument("--markdown", metavar="FILE.md",
+                   help="also a markdown summary (headline claims table, per-method table) and its plots as PNG "
+                        "files beside it (FILE-curves.png)")
+    s.add_argument("--title", help="title of the HTML report and the markdown summary")
     s.set_defaults(fn=_report)
 
     s = sub.add_parser("select", help="hyper-parameters chosen on a validation split, the same rule for every method",

@@ -31,7 +31,7 @@ def per_seed(runs, key, target=None):
         q = {"final": float(acc[-1]) if ev.size else math.nan, "best": float(acc.max()) if ev.size else math.nan,
              "peak": float(r["peak"].max()) if r["R"] else math.nan,
              "bytes": float(r["bytes"].sum()) if r["R"] else math.nan}
-        if target is not None and ev.size:
+        if target is not None:  # a run without this accuracy kind has no time to target either
             hit = np.nonzero(acc >= target)[0]
             q["rounds_to"] = float(ev[hit[0]] + 1) if hit.size else math.nan
             q["seconds_to"] = float(r["wall"][ev[hit[0]]]) if hit.size else math.nan
@@ -99,6 +99,10 @@ def _compare(paths, target, by):
     return rows, targets, groups
 
 
+PROTOCOLS = {"global": "generalised: Spry's global model vs the baseline's global model",
+             "paper": "the paper's protocol: Spry personalised (eval.personalize_epochs) vs the baseline's global model",
+             "personalised": "like for like: Spry personalised vs the baseline personalised the same way"}
+
 CLAIMS = (
     ("accuracy within 0.6-6.2% of backprop (backprop - Spry, final global accuracy)", "backprop", "spry", "acc_gap",
      0.6, 6.2),
@@ -147,9 +151,17 @@ def _final_acc(runs, key):
     return [q["final"] for q in per_seed(runs, key)]
 
 
-def _strongest(groups, data):
-    """The label of the class member with the highest mean final global accuracy (ties: sorted order)."""
-    return sorted(groups, key=lambda g: (-np.nanmean(_final_acc(data[g], "eval_acc") or [math.nan]), g))[0]
+def _has(runs, key):
+    return any(np.isfinite(r[key]).any() for r in runs)
+
+
+def _strongest(groups, data, key="eval_acc"):
+    """The label of the class member with the highest mean final accuracy `key` among those that have it (ties:
+    sorted order); None when no member has it."""
+    have = [g for g in groups if _has(data[g], key)]
+    if not have:
+        return None
+    return sorted(have, key=lambda g: (-np.nanmean(_final_acc(data[g], key) or [math.nan]), g))[0]
 
 
 def _measure(what, A, B, key_a, key_b, target):
@@ -188,9 +200,11 @@ def claims_detail(paths, target=None):
     """Every claim against every baseline of its class, under each accuracy protocol the runs allow:
     `global` (Spry's global model vs the baselines' global models) and, for the accuracy and convergence claims
     when Spry's runs have personalised accuracy, `paper` (Spry's personalised accuracy vs the baselines' global
-    accuracy: the seed paper's headline protocol, PAPER-SETTINGS.md). Rows: dicts {claim, protocol, spry,
-    baseline, representative, estimate, lo, hi, measured, verdict}; `representative` marks the strongest baseline
-    of the class (paper_claims)."""
+    accuracy: the seed paper's headline protocol, PAPER-SETTINGS.md) and `personalised` (Spry personalised vs the
+    baselines personalised the same way, eval.personalize_epochs: the like-for-like version of the paper's protocol;
+    only baselines whose runs have personalised accuracy). Rows: dicts {claim, protocol, spry, baseline,
+    representative, estimate, lo, hi, measured, verdict}; `representative` marks the strongest baseline of the class
+    under the protocol's baseline accuracy (paper_claims)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return _claims_detail(paths, target)
@@ -209,12 +223,15 @@ def _claims_detail(paths, target):
             continue
         base_cls = ca if cb == "spry" else cb
         spry_label = sorted(by_class["spry"], key=lambda g: (-len(by_class["spry"][g]), g))[0]
-        strongest = _strongest(by_class[base_cls], data)
         protocols = [("global", "eval_acc", "eval_acc")]
-        if what in ("acc_gap", "rounds_ratio") and any(np.isfinite(r["personal_acc"]).any() for r in data[spry_label]):
+        if what in ("acc_gap", "rounds_ratio") and _has(data[spry_label], "personal_acc"):
             protocols.append(("paper", "personal_acc", "eval_acc"))
+            protocols.append(("personalised", "personal_acc", "personal_acc"))
         for proto, spry_key, base_key in protocols:
+            strongest = _strongest(by_class[base_cls], data, base_key)
             for base in sorted(by_class[base_cls]):
+                if not _has(data[base], base_key):
+                    continue
                 # A is the first class of the claim, B the second (the order of the CLAIMS row)
                 if ca == "spry":
                     A, B, ka, kb, na, nb = data[spry_label], data[base], spry_key, base_key, spry_label, base

@@ -2,9 +2,13 @@
 verdict, and the seed paper's claims against the runs. Plots are embedded as base64 PNG (no external files)."""
 import base64
 import html
+import math
 import os
+import shutil
 import tempfile
 import time
+
+import numpy as np
 
 from . import compare as cmp
 from . import plots, stats, table, theory
@@ -82,13 +86,16 @@ pre{background:#f6f6f6;padding:8px;font-size:11px;white-space:pre-wrap}.ok{color
 .na{color:#777}h1{color:#1b3b6f}"""
 
 
-def report(paths, out, target=None, by=None):
-    """Write the HTML report to `out`; returns the sections written (names)."""
+def report(paths, out, target=None, by=None, markdown=None, title=None):
+    """Write the HTML report to `out` (and the markdown summary to `markdown`, see markdown_summary); returns the
+    sections written (names)."""
     runs = table.find_runs(paths)
     tmp = tempfile.mkdtemp(prefix="spry-report-")
-    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>spry report</title><style>%s</style></head>"
-             "<body><h1>spry analysis report</h1><p>%d run files; generated %s by analysis/spry-analyze report.</p>"
-             % (CSS, len(runs), time.strftime("%Y-%m-%d %H:%M:%S"))]
+    title = title or "spry analysis report"
+    parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>%s</title><style>%s</style></head>"
+             "<body><h1>%s</h1><p>%d run files (%s); generated %s by analysis/spry-analyze report.</p>"
+             % (html.escape(title), CSS, html.escape(title), len(runs), html.escape(_provenance(runs)),
+                time.strftime("%Y-%m-%d %H:%M:%S"))]
     sections = []
     # runs
     sums = [table.summarize(p) for p in runs]
@@ -149,8 +156,7 @@ def report(paths, out, target=None, by=None):
                  "<p>Global model's accuracy; each class of baselines is represented by its strongest member.</p>" +
                  _table(["claim (Panchal et al., NeurIPS 2024)", "measured", "verdict"], claims))
     detail = cmp.claims_detail(runs, target)
-    proto = {"global": "generalised: Spry's global model vs the baseline's global model",
-             "paper": "the paper's protocol: Spry personalised (eval.personalize_epochs) vs the baseline's global model"}
+    proto = cmp.PROTOCOLS
     parts.append("<h3>Every baseline, every accuracy protocol</h3>" +
                  _table(["claim", "accuracy protocol", "Spry", "baseline", "measured", "verdict"],
                         [[r["claim"], proto.get(r["protocol"], r["protocol"]), r["spry"],
@@ -160,4 +166,82 @@ def report(paths, out, target=None, by=None):
     parts.append("</body></html>")
     with open(out, "w") as f:
         f.write("\n".join(parts))
+    if markdown:
+        markdown_summary(runs, markdown, target, by, title, detail, files[0])
     return sections
+
+
+def _provenance(runs):
+    """'spry VERSION, commit C' of the runs (every distinct pair, so a mixed set says so)."""
+    seen = []
+    for p in runs:
+        with RunFile(p) as rf:
+            v = "spry %s, commit %s" % (rf.attrs.get("spry_version", "?"), rf.attrs.get("git_commit", "?"))
+        if v not in seen:
+            seen.append(v)
+    return "; ".join(seen)
+
+
+def _pct(t):
+    m, lo, hi = t
+    if not math.isfinite(m):
+        return "-"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "%.2f (1 run)" % (100 * m)
+    return "%.2f [%.2f, %.2f]" % (100 * m, 100 * lo, 100 * hi)
+
+
+def _range(claim):
+    """The claimed range of a CLAIMS row, as printed."""
+    for text, _, _, what, lo, hi in cmp.CLAIMS:
+        if text == claim:
+            return "%g-%g%s" % (lo, hi, " pp" if what == "acc_gap" else "x")
+    return "?"
+
+
+def markdown_summary(runs, out, target, by, title, detail, curves_png):
+    """The markdown page of a report: the headline table of the seed paper's claims (claim, the paper's range, the
+    accuracy protocol, Spry vs the strongest baseline of the class, measured mean and 95% CI over seeds, verdict), a
+    per-method table (runs, final global and personalised accuracy with 95% CIs, best global accuracy, median
+    seconds per round, peak client memory), every baseline's row, and the learning curves (OUT-curves.png)."""
+    stem = os.path.splitext(out)[0]
+    png = stem + "-curves.png"
+    shutil.copyfile(curves_png, png)
+    groups = plots.group_runs(runs, by)
+    L = ["# %s" % title, "",
+         "%d run files (%s); written %s by `analysis/spry-analyze report` (the HTML report beside it has every "
+         "comparison and theory check)." % (len(runs), _provenance(runs), time.strftime("%Y-%m-%d")), "",
+         "## The seed paper's claims", "",
+         "Accuracy protocols: " + "; ".join("**%s** = %s" % kv for kv in cmp.PROTOCOLS.items()) + ". Each class of "
+         "baselines is represented by its strongest member under the protocol (highest mean final accuracy); "
+         "accuracy gaps are in percentage points of final accuracy, 95% CIs over seeds (Welch; ratios by the delta "
+         "method).", "",
+         "| claim | paper | protocol | Spry vs | measured (95% CI) | verdict |", "|---|---|---|---|---|---|"]
+    for r in detail:
+        if r["representative"]:
+            L.append("| %s | %s | %s | %s | %s | %s |" % (r["claim"].split(" (")[0], _range(r["claim"]), r["protocol"],
+                                                          r["baseline"], r["measured"], r["verdict"]))
+    L += ["", "## Methods", "",
+          "| method | runs | final global acc % (95% CI) | final personalised acc % (95% CI) | best global acc % | "
+          "median s/round | peak client MiB |", "|---|---|---|---|---|---|---|"]
+    for label, ps in sorted(groups.items()):
+        sums = [table.summarize(p) for p in ps]
+
+        def col(k):
+            return [s_.get(k, math.nan) for s_ in sums]
+        L.append("| %s | %d | %s | %s | %s | %.2f | %.1f |" % (
+            label, len(ps), _pct(stats.mean_ci(col("eval_acc"))), _pct(stats.mean_ci(col("personal_acc"))),
+            _pct(stats.mean_ci(col("best_eval_acc"))).split(" [")[0], float(np.nanmedian(col("median_seconds"))),
+            float(np.nanmax(col("peak_bytes"))) / 2 ** 20))
+    L += ["", "## Every baseline, every protocol", "", "| claim | protocol | baseline | measured | verdict |",
+          "|---|---|---|---|---|"]
+    for r in detail:
+        L.append("| %s | %s | %s%s | %s | %s |" % (r["claim"].split(" (")[0], r["protocol"], r["baseline"],
+                                                   " (strongest)" if r["representative"] and r["baseline"] != "-" else "",
+                                                   r["measured"],
+                                                   r["verdict"]))
+    L += ["", "## Learning curves", "", "Mean over seeds with a 95% band; dashed: personalised accuracy.", "",
+          "![learning curves](%s)" % os.path.basename(png), ""]
+    with open(out, "w") as f:
+        f.write("\n".join(L))
+    return out

@@ -8,8 +8,11 @@ Checks:
 3. `compare` prints every pair of the 3 methods with final and best accuracy gaps, rounds and seconds to target,
    memory and bytes ratios, and the paper claims with a verdict each (and every baseline); the verdict rule on
    hand-made intervals.
+   Protocols: paper (Spry personalised vs the baselines' global model) for every baseline, personalised (like for
+   like) only for baselines that were personalised.
 4. `report` writes one self-contained HTML page (no external src/href) with every section: runs, curves,
-   comparison, theory, claims; images embedded as base64 PNG.
+   comparison, theory, claims; images embedded as base64 PNG; with --markdown, the markdown summary (title,
+   provenance, the headline claims table with one row per claim and protocol, the methods table) and its curves PNG.
 5. Headless Chromium opens it and its screenshot is not blank: more than 2% of the pixels are not white and the
    pixel values vary (standard deviation > 0.02 on a 0-1 scale). Chromium is the Debian package `chromium`
    (scripts/setup.sh --browser, included in --all).
@@ -52,8 +55,9 @@ def main():
             for seed in (1, 2):
                 d = os.path.join(sweep, "%s-s%d" % (preset, seed))
                 os.makedirs(d)
+                # Spry and FedAvg personalise, FedMeZO does not: the like-for-like protocol must skip FedMeZO
                 alib.spry(spry, os.path.join(d, "run.h5"), *base, "method.preset=" + preset, "run.seed=%d" % seed,
-                          "log.gradients=none")
+                          "log.gradients=none", "eval.personalize_epochs=%d" % (preset != "fedmezo"))
         orc = os.path.join(sweep, "oracle")
         os.makedirs(orc)
         alib.spry(spry, os.path.join(orc, "run.h5"), *alib.ITER, "run.rounds=8", "run.eval_every=2",
@@ -92,6 +96,12 @@ def main():
             assert out.count(q) >= 3, "compare: %r for fewer than 3 pairs:\n%s" % (q, out)
         assert out.count("verdict:") == 4, out
         assert "every baseline" in out and out.count("[global]") >= 4, out
+        # protocols: paper (Spry personalised vs global) for the three accuracy and convergence claims; personalised
+        # (like for like) only where the baseline has personalised accuracy: the backprop claim against FedAvg,
+        # none against FedMeZO (the zeroth-order accuracy and convergence claims)
+        assert out.count("[paper]") == 3, out
+        pers = [ln for ln in out.splitlines() if ln.strip().startswith("[personalised]")]
+        assert len(pers) == 1 and "of backprop vs fedavg:" in pers[0], out
         # the claim verdicts from a CI against a claimed range [0.6, 6.2] (compare.claim_verdict; exact rule)
         from spry_analysis.compare import claim_verdict
         for (est, lo, hi), word in (((3, 1, 5), "reproduced"), ((-8, -10, -6), "below"), ((9, 7, 11), "above"),
@@ -101,8 +111,21 @@ def main():
             assert word in v, "claim_verdict(%s, %s, %s) = %r, expected %r" % (est, lo, hi, v, word)
         # 4. report
         html_path = os.path.join(tmp, "report.html")
-        out = alib.analyze("report", sweep, "-o", html_path)
+        md_path = os.path.join(tmp, "summary.md")
+        out = alib.analyze("report", sweep, "-o", html_path, "--markdown", md_path, "--title", "test sweep")
         page = open(html_path).read()
+        md = open(md_path).read()
+        assert md.startswith("# test sweep\n") and "commit " in md, md[:300]
+        head = md.split("## The seed paper's claims")[1].split("## Methods")[0]
+        rows = [ln for ln in head.splitlines() if ln.startswith("| accuracy") or ln.startswith("| 1.")]
+        # backprop claim: global, paper, personalised (fedavg); zeroth: global, paper (fedmezo not personalised);
+        # convergence: global, paper; memory: global
+        assert len(rows) == 8 and sum("| personalised |" in ln for ln in rows) == 1, head
+        assert "| 0.6-6.2 pp |" in head and "| 1.4-7.1x |" in head, head
+        methods = md.split("## Methods")[1].split("##")[0]
+        assert all(("| %s | 2 |" % m) in methods for m in ("spry", "fedavg", "fedmezo")), methods
+        png = os.path.join(tmp, "summary-curves.png")
+        assert "](summary-curves.png)" in md and os.path.getsize(png) > 1000, md[-300:]
         for s in ("<h2>Runs</h2>", "<h2>Learning curves</h2>", "<h2>Method comparison</h2>",
                   "<h2>Theory checks", "<h2>The seed paper's claims"):
             assert s in page, "report lacks section %s" % s
