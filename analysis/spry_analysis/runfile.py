@@ -416,11 +416,15 @@ def open_run(path):
 
 def find_runs(paths):
     """Run files named by `paths`: files as given; directories searched recursively for *.h5 files that are spry
-    run files (checkpoints, datasets and base models are skipped by their `format` attribute). Sorted, unique."""
+    run files (checkpoints, datasets and base models are skipped by their `format` attribute). A jobs/ sweep's
+    `verify/` folder (reruns of its points at other rank counts, beside its manifest.jsonl) is skipped: its files
+    are copies of points, and counting them would add seeds. Sorted, unique."""
     out = []
     for p in paths:
         if os.path.isdir(p):
             for root, dirs, files in os.walk(p):
+                if "manifest.jsonl" in files and "verify" in dirs:
+                    dirs.remove("verify")
                 dirs.sort()
                 for name in sorted(files):
                     if name.endswith(".h5"):

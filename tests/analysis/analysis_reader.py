@@ -18,7 +18,7 @@ Checks:
    rounds_done; and the plain xr.open_dataset(run, engine="h5netcdf", group=...) for /axes, /rounds, /slots,
    /partition).
 6. A sweep directory (nested folders) gives one table whose differing configuration keys are columns; --clients
-   gives one row per (run, round, slot).
+   gives one row per (run, round, slot); a jobs/ sweep's verify/ folder (beside manifest.jsonl) is not searched.
 7. Bad input: a file that is not a run file, a missing path: exit 2 with the file named. A damaged run file on
    which HDF5 1.10 loops forever (issue 12's fuzz fixture tests/integration/fixtures/runfile-hdf5-loop.h5): exit 2,
    "damaged run file", within SPRY_READ_TIMEOUT = 3 s plus start-up (checked: under 30 s), for `summary` and for a
@@ -242,7 +242,17 @@ def main():
         alib.analyze("table", sweep, "--clients", "-o", csv)
         t = table.read_csv(csv)
         assert len(t["slot"]) == (6 + 5) * 4, "--clients: %d rows, expected 44" % len(t["slot"])
-        n_checks += 2
+        # a jobs/ sweep's verify/ folder (copies of points rerun at other rank counts) is not searched; a verify/
+        # folder elsewhere (no manifest.jsonl beside it) is
+        from spry_analysis.runfile import find_runs
+        os.makedirs(os.path.join(sweep, "verify", "x-p2"))
+        shutil.copy(ep, os.path.join(sweep, "verify", "x-p2", "run.h5"))
+        assert len(find_runs([sweep])) == 3, find_runs([sweep])
+        open(os.path.join(sweep, "manifest.jsonl"), "w").close()
+        assert sorted(find_runs([sweep])) == sorted([ep, it]), find_runs([sweep])
+        os.remove(os.path.join(sweep, "manifest.jsonl"))
+        shutil.rmtree(os.path.join(sweep, "verify"))
+        n_checks += 3
         # 7. bad input
         bad = alib.analyze("summary", os.path.join(sweep, "notes.h5"), expect=2)
         assert "notes.h5" in bad, bad
