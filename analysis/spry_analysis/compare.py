@@ -17,7 +17,7 @@ import numpy as np
 
 from . import stats
 from .plots import group_runs, series
-from .runfile import RunFile
+from .runfile import RunFile, method_labels
 
 ACC_KINDS = (("global", "eval_acc"), ("personal", "personal_acc"))
 
@@ -140,10 +140,9 @@ def claim_verdict(est, lo, hi, lo_c, hi_c):
 def _by_class(paths):
     """{class: {method label: [paths]}}"""
     out = {}
+    labels = method_labels(paths)
     for p in paths:
-        with RunFile(p) as rf:
-            label = rf.method
-        out.setdefault(method_class(p), {}).setdefault(label, []).append(p)
+        out.setdefault(method_class(p), {}).setdefault(labels[p], []).append(p)
     return out
 
 

@@ -9,15 +9,16 @@ group are aligned on their common rounds.
 import numpy as np
 
 from . import stats
-from .runfile import RunFile
+from .runfile import RunFile, method_labels
 
 
 def group_runs(paths, by=None):
     """{label: [path, ...]}: runs grouped by method (and the values of the `by` configuration keys)."""
     groups = {}
+    labels = method_labels(paths)
     for p in paths:
         with RunFile(p) as rf:
-            label = rf.method
+            label = labels[p]
             if by:
                 label += " " + ",".join("%s=%s" % (k, rf.config.get(k, "")) for k in by)
             groups.setdefault(label, []).append(p)

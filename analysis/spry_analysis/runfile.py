@@ -414,6 +414,29 @@ def open_run(path):
     return RunFile(path)
 
 
+def method_labels(paths):
+    """{path: label} for a SET of runs: the preset, plus in brackets the method.* and lora.* keys whose values
+    differ among that preset's runs in the set (method keys by their short name: `spry[K=4]` beside `spry[K=1]`,
+    `spry[lora.rank=4,lora.alpha=8]`); a preset whose runs agree on every such key is its bare name. Relative to
+    the set on purpose: a sweep point's configuration file names every key, so RunFile.method (which lists the
+    keys set by a file or --set) would list them all."""
+    cfgs = {}
+    for p in paths:
+        with RunFile(p) as rf:
+            cfgs[p] = dict(rf.config)
+    by_preset = {}
+    for p, c in cfgs.items():
+        by_preset.setdefault(c.get("method.preset", "custom"), []).append(p)
+    out = {}
+    for preset, ps in by_preset.items():
+        keys = sorted({k for p in ps for k in cfgs[p] if k.startswith(("method.", "lora.")) and k != "method.preset"})
+        vary = [k for k in keys if len({cfgs[p].get(k) for p in ps}) > 1]
+        for p in ps:
+            extra = ["%s=%s" % (k[len("method."):] if k.startswith("method.") else k, cfgs[p].get(k, "")) for k in vary]
+            out[p] = preset + ("[%s]" % ",".join(extra) if extra else "")
+    return out
+
+
 def find_runs(paths):
     """Run files named by `paths`: files as given; directories searched recursively for *.h5 files that are spry
     run files (checkpoints, datasets and base models are skipped by their `format` attribute). A jobs/ sweep's

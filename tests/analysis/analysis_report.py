@@ -123,7 +123,15 @@ def main():
         assert len(rows) == 8 and sum("| personalised |" in ln for ln in rows) == 1, head
         assert "| 0.6-6.2 pp |" in head and "| 1.4-7.1x |" in head, head
         methods = md.split("## Methods")[1].split("##")[0]
-        assert all(("| %s | 2 |" % m) in methods for m in ("spry", "fedavg", "fedmezo")), methods
+        # labels are relative to the set: the two Spry runs differ from the oracle Spry run in K, comm, local_steps
+        spry_label = "spry[K=1,comm=epoch,local_steps=0]"
+        assert all(("| %s | 2 |" % m) in methods for m in (spry_label, "fedavg", "fedmezo")), methods
+        from spry_analysis.runfile import method_labels
+        labels = method_labels(runs)
+        assert sorted(set(labels.values())) == ["fedavg", "fedmezo", spry_label,
+                                                "spry[K=4,comm=iteration,local_steps=1]"], labels
+        spry_only = [p for p in runs if "spry-s" in p]
+        assert set(method_labels(spry_only).values()) == {"spry"}, method_labels(spry_only)
         png = os.path.join(tmp, "summary-curves.png")
         assert "](summary-curves.png)" in md and os.path.getsize(png) > 1000, md[-300:]
         for s in ("<h2>Runs</h2>", "<h2>Learning curves</h2>", "<h2>Method comparison</h2>",
