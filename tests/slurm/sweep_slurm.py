@@ -15,6 +15,9 @@ Checks (each fails the test through the exit code; Checks collects them):
   C. a spec with an unknown key, and one with an impossible partition, fail in `submit` before anything is queued
      (no submission record, empty queue); a launcher that does not make one MPI job of the asked size (a
      wrapper that starts a singleton) is caught by the world-size check and reported as a failure.
+  D. `run-local` in the background: `status` shows the point `running` (job `local`, from the lock run-local holds,
+     read in /proc/locks), not `failed: killed`, and `done` after. (A also checks that status's accuracy is the
+     held-out accuracy of the last evaluated round.)
 
 usage: sweep_slurm.py SPRY REPO WORKDIR
 """
@@ -29,6 +32,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from slurm_cluster import SlurmCluster  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "analysis"))
 from spry_testing import TINY, Checks  # noqa: E402
 
 SPRY, REPO, WORK = (os.path.abspath(a) for a in sys.argv[1:4])
@@ -100,6 +104,15 @@ def part_a(cluster, env):
                  "A: every point should be done with 6 rounds: %s" % [(p["index"], p["state"], p["rounds_done"])
                                                                       for p in pts])
     checks.check(len({p["run_id"] for p in pts}) == 6, "A: run ids should be distinct")
+    # status's accuracy is the held-out accuracy of the last evaluated round (the reader's), not the clients'
+    # local accuracy printed after it on spry info's line
+    from spry_analysis.runfile import RunFile
+    for p in pts:
+        with RunFile(os.path.join(sweep, "points", p["run_id"], "run.h5")) as rf:
+            m = rf.metrics()
+            want = float(m["eval_acc"][m["evaluated"] == 1][-1])
+        checks.check(p["acc"] is not None and abs(p["acc"] - want) < 6e-5, "A: point %d: status acc %s, the held-out "
+                     "accuracy is %.6f" % (p["index"], p["acc"], want))
     text = tool(env, "status", sweep).stdout
     checks.check("done 6" in text, "A: status text should count 6 done")
     q = tool(env, "verify", sweep, "0", "--ranks", "1")
@@ -225,6 +238,33 @@ def part_c(cluster, env):
                      p["state"], p["error"]))
 
 
+def part_d(cluster, env):
+    """run-local in the background: while it runs, status says `running` (job `local`, from the point's lock), not
+    `failed: killed`; when it ends, `done`."""
+    spec = write_spec("d", "", ranks=1, extra_set=["run.rounds=1500", "run.eval_every=0", "log.gradients=none"])
+    sweep = os.path.join(WORK, "D")
+    tool(env, "plan", spec, "-d", sweep)
+    runner = subprocess.Popen(["/usr/bin/python3", TOOL, "run-local", sweep], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    seen, t0 = None, time.time()
+    while runner.poll() is None and time.time() - t0 < 120:
+        q = subprocess.run(["/usr/bin/python3", TOOL, "status", sweep, "--json"], capture_output=True, text=True,
+                           env=env)
+        st = json.loads(q.stdout)["points"][0] if q.returncode == 0 else None
+        if st and st["rounds_done"] > 0 and st["state"] != "missing":
+            seen = st
+            break
+        time.sleep(0.2)
+    out = runner.communicate(timeout=300)[0]
+    print(out, flush=True)
+    checks.check(seen is not None and seen["state"] == "running" and seen["job"] == "local",
+                 "D: a point run-local is running should be `running` (job local), got %r" % (
+                     (seen["state"], seen["job"], seen["error"]) if seen else None,))
+    p = status(env, sweep)["points"][0]
+    checks.check(runner.returncode == 0 and p["state"] == "done" and p["rounds_done"] == 1500,
+                 "D: after run-local the point should be done: %s" % p)
+
+
 def main():
     if os.path.exists(WORK):
         shutil.rmtree(WORK)
@@ -235,7 +275,7 @@ def main():
     with cluster:
         env = dict(cluster.env, OPENBLAS_NUM_THREADS="1")
         print("test cluster up in %.1f s (%s)" % (time.time() - t0, cluster.conf), flush=True)
-        for part in (part_a, part_b, part_c):
+        for part in (part_a, part_b, part_c, part_d):
             t = time.time()
             part(cluster, env)
             print("== %s: %.1f s" % (part.__name__, time.time() - t), flush=True)
