@@ -3,7 +3,7 @@
 #   docs/results/claims-wordnet/make.sh SWEEPDIR [OUTDIR]   (from the repository root)
 # SWEEPDIR is the sweep of jobs/sweeps/paper-claims-wordnet.toml (jobs/spry-sweep run-local ... -d SWEEPDIR).
 # Writes OUTDIR/alpha-A.html (the full report), OUTDIR/alpha-A.md (headline claims table, methods table) and
-# OUTDIR/alpha-A-curves.png for A in 0.1 and 1.0; only complete runs enter (an unfinished sweep gives an interim
+# OUTDIR/alpha-A-curves.png for A in 0.1 and 1.0, and OUTDIR/headline.md (both alphas side by side); only complete runs enter (an unfinished sweep gives an interim
 # report that says how many runs it has).
 set -euo pipefail
 sweep=${1:?usage: make.sh SWEEPDIR [OUTDIR]}
@@ -18,3 +18,5 @@ for a in 0.1 1.0; do
   analysis/spry-analyze report "${runs[@]}" -o "$out/alpha-$a.html" --markdown "$out/alpha-$a.md" \
     --title "The seed paper's claims on WordNet, Dirichlet alpha = $a (40 rounds, machine size)"
 done
+# both alphas side by side: the claims table and the methods' accuracies (docs/results/claims-wordnet/README.md)
+docs/results/claims-wordnet/headline.py "$sweep" > "$out/headline.md"
