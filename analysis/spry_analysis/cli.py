@@ -14,12 +14,14 @@ import time
 from . import compare as cmp
 from . import plots, report, runfile, table, theory
 from . import select as sel
-from .runfile import RunFileError, find_runs
+from .runfile import RunFileError, find_runs, method_labels
 
 
 def _summary(a):
-    for p in find_runs(a.runs):
-        s = table.summarize(p)
+    runs = find_runs(a.runs)
+    labels = method_labels(runs) if len(runs) > 1 else {}
+    for p in runs:
+        s = table.summarize(p, labels.get(p))
         print("run %s" % p)
         for k, v in s.items():
             if k != "run":

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import compare as cmp
 from . import plots, stats, table, theory
-from .runfile import RunFile
+from .runfile import RunFile, method_labels
 
 
 def _img(path):
@@ -98,7 +98,8 @@ def report(paths, out, target=None, by=None, markdown=None, title=None):
                 time.strftime("%Y-%m-%d %H:%M:%S"))]
     sections = []
     # runs
-    sums = [table.summarize(p) for p in runs]
+    labels = method_labels(runs)
+    sums = [table.summarize(p, labels[p]) for p in runs]
     keys = table.differing_keys(runs)
     cols = ["run", "method", "seed", "status", "rounds_done", "eval_acc", "best_eval_acc", "personal_acc",
             "final_train_loss", "median_seconds", "peak_bytes", "bytes_up", "bytes_down"]

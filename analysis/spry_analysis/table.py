@@ -1,6 +1,6 @@
 """Tidy long tables of run files: one row per (run, round), or per (run, round, slot) with clients=True.
 
-Columns, in order: `run` (path), `method` (RunFile.method), `seed`, the configuration keys whose values differ
+Columns, in order: `run` (path), `method` (runfile.method_labels over the runs of the table), `seed`, the configuration keys whose values differ
 across the runs (named `section.key`), `round` (t, 0-based: the row of /rounds/*), then
 - per round: every metrics field (v2 names, NaN when absent; docs/runfile.md), `seconds`, `peak_bytes`
   (/rounds/resources) and `wall_seconds` (seconds summed over rounds 0..t);
@@ -12,7 +12,7 @@ import io
 
 import numpy as np
 
-from .runfile import METRIC_FIELDS, RunFile, find_runs
+from .runfile import METRIC_FIELDS, RunFile, find_runs, method_labels
 
 ROUND_TAIL = ("seconds", "peak_bytes", "wall_seconds")
 
@@ -28,8 +28,8 @@ def differing_keys(paths):
     return sorted(k for k, vs in values.items() if k != "run.seed" and (len(vs) < n or len(set(vs)) > 1))
 
 
-def run_columns(rf, keys, clients=False):
-    """(names, {name: array}) of one run's rows."""
+def run_columns(rf, keys, clients=False, label=None):
+    """(names, {name: array}) of one run's rows; `label` names the method (default RunFile.method)."""
     R = rf.rounds_done
     cols = {}
     if clients:
@@ -54,7 +54,7 @@ def run_columns(rf, keys, clients=False):
         cols["peak_bytes"] = res["peak_bytes"]
         cols["wall_seconds"] = np.cumsum(res["seconds"])
         body = ["round"] + fields + list(ROUND_TAIL)
-    head = {"run": rf.path, "method": rf.method, "seed": rf.seed}
+    head = {"run": rf.path, "method": label or rf.method, "seed": rf.seed}
     for k in keys:
         head[k] = rf.config.get(k, "")
     for k, v in head.items():
@@ -76,12 +76,13 @@ def write_csv(paths, out, clients=False):
     (runs, rows, columns)."""
     runs = find_runs(paths)
     keys = differing_keys(runs)
+    labels = method_labels(runs)
     header, rows = None, 0
     fh = open(out, "w", newline="") if isinstance(out, str) else out
     try:
         for p in runs:
             with RunFile(p) as rf:
-                names, cols = run_columns(rf, keys, clients)
+                names, cols = run_columns(rf, keys, clients, labels[p])
             if header is None:
                 header = names
                 fh.write(",".join(header) + "\n")
@@ -119,12 +120,13 @@ def read_csv(path):
     return cols
 
 
-def summarize(path):
-    """A dict of one run's headline numbers (the ones `spry info` prints, same definitions)."""
+def summarize(path, label=None):
+    """A dict of one run's headline numbers (the ones `spry info` prints, same definitions); `label` names the
+    method (default RunFile.method; callers with a set of runs pass runfile.method_labels')."""
     with RunFile(path) as rf:
         m, res = rf.metrics(), rf.resources()
         R = rf.rounds_done
-        out = {"run": path, "method": rf.method, "seed": rf.seed, "status": rf.status, "format_version": rf.version,
+        out = {"run": path, "method": label or rf.method, "seed": rf.seed, "status": rf.status, "format_version": rf.version,
                "rounds_done": R, "rounds_planned": int(rf.attrs.get("rounds_planned", 0)), "d": rf.d, "L": rf.L,
                "N": rf.N, "M": rf.M, "C": rf.C, "K": rf.K, "log_gradients": rf.level,
                "alpha": rf.config.get("fl.alpha", "")}
