@@ -169,6 +169,7 @@ def report(paths, out, target=None, by=None, markdown=None, title=None):
         f.write("\n".join(parts))
     if markdown:
         markdown_summary(runs, markdown, target, by, title, detail, files[0])
+    shutil.rmtree(tmp, ignore_errors=True)  # the plots are embedded (and copied beside the markdown)
     return sections
 
 
