@@ -64,7 +64,7 @@ def _compare(paths, target, by):
     data = {g: series(ps) for g, ps in groups.items()}
     rows, targets = [], {}
     for kind, key in ACC_KINDS:
-        if not any(np.isfinite(r[key]).any() for rs in data.values() for r in rs):
+        if not any(_has(rs, key) for rs in data.values()):
             continue
         bests = [np.nanmean([q["best"] for q in per_seed(rs, key)]) for rs in data.values()]
         tgt = target if target is not None else 0.9 * np.nanmin(bests)

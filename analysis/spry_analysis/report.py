@@ -168,7 +168,7 @@ def report(paths, out, target=None, by=None, markdown=None, title=None):
     with open(out, "w") as f:
         f.write("\n".join(parts))
     if markdown:
-        markdown_summary(runs, markdown, target, by, title, detail, files[0])
+        markdown_summary(runs, markdown, by, title, detail, files[0], dict(zip(runs, sums)))
     shutil.rmtree(tmp, ignore_errors=True)  # the plots are embedded (and copied beside the markdown)
     return sections
 
@@ -184,7 +184,8 @@ def _provenance(runs):
     return "; ".join(seen)
 
 
-def _pct(t):
+def pct_ci(t):
+    """A fraction's (mean, lo, hi) as percent text: 'm [lo, hi]', 'm (1 run)', or '-'."""
     m, lo, hi = t
     if not math.isfinite(m):
         return "-"
@@ -193,7 +194,7 @@ def _pct(t):
     return "%.2f [%.2f, %.2f]" % (100 * m, 100 * lo, 100 * hi)
 
 
-def _range(claim):
+def claim_range(claim):
     """The claimed range of a CLAIMS row, as printed."""
     for text, _, _, what, lo, hi in cmp.CLAIMS:
         if text == claim:
@@ -201,11 +202,22 @@ def _range(claim):
     return "?"
 
 
-def markdown_summary(runs, out, target, by, title, detail, curves_png):
+def method_stats(sums):
+    """Per-method cells from the summaries of its runs (table.summarize): final global and personalised accuracy
+    (pct_ci of the mean over runs), best global accuracy, median seconds per round, peak client MiB."""
+    def col(k):
+        return [s.get(k, math.nan) for s in sums]
+    return {"global": pct_ci(stats.mean_ci(col("eval_acc"))), "personal": pct_ci(stats.mean_ci(col("personal_acc"))),
+            "best": pct_ci(stats.mean_ci(col("best_eval_acc"))).split(" [")[0],
+            "seconds": float(np.nanmedian(col("median_seconds"))), "mib": float(np.nanmax(col("peak_bytes"))) / 2 ** 20}
+
+
+def markdown_summary(runs, out, by, title, detail, curves_png, sums):
     """The markdown page of a report: the headline table of the seed paper's claims (claim, the paper's range, the
     accuracy protocol, Spry vs the strongest baseline of the class, measured mean and 95% CI over seeds, verdict), a
     per-method table (runs, final global and personalised accuracy with 95% CIs, best global accuracy, median
-    seconds per round, peak client memory), every baseline's row, and the learning curves (OUT-curves.png)."""
+    seconds per round, peak client memory), every baseline's row, and the learning curves (OUT-curves.png).
+    `sums`: {path: table.summarize(path)} of the runs (the report's run table already has them)."""
     stem = os.path.splitext(out)[0]
     png = stem + "-curves.png"
     shutil.copyfile(curves_png, png)
@@ -221,20 +233,15 @@ def markdown_summary(runs, out, target, by, title, detail, curves_png):
          "| claim | paper | protocol | Spry vs | measured (95% CI) | verdict |", "|---|---|---|---|---|---|"]
     for r in detail:
         if r["representative"]:
-            L.append("| %s | %s | %s | %s | %s | %s |" % (r["claim"].split(" (")[0], _range(r["claim"]), r["protocol"],
+            L.append("| %s | %s | %s | %s | %s | %s |" % (r["claim"].split(" (")[0], claim_range(r["claim"]), r["protocol"],
                                                           r["baseline"], r["measured"], r["verdict"]))
     L += ["", "## Methods", "",
           "| method | runs | final global acc % (95% CI) | final personalised acc % (95% CI) | best global acc % | "
           "median s/round | peak client MiB |", "|---|---|---|---|---|---|---|"]
     for label, ps in sorted(groups.items()):
-        sums = [table.summarize(p) for p in ps]
-
-        def col(k):
-            return [s_.get(k, math.nan) for s_ in sums]
-        L.append("| %s | %d | %s | %s | %s | %.2f | %.1f |" % (
-            label, len(ps), _pct(stats.mean_ci(col("eval_acc"))), _pct(stats.mean_ci(col("personal_acc"))),
-            _pct(stats.mean_ci(col("best_eval_acc"))).split(" [")[0], float(np.nanmedian(col("median_seconds"))),
-            float(np.nanmax(col("peak_bytes"))) / 2 ** 20))
+        m = method_stats([sums[p] for p in ps])
+        L.append("| %s | %d | %s | %s | %s | %.2f | %.1f |" % (label, len(ps), m["global"], m["personal"], m["best"],
+                                                                m["seconds"], m["mib"]))
     L += ["", "## Every baseline, every protocol", "", "| claim | protocol | baseline | measured | verdict |",
           "|---|---|---|---|---|"]
     for r in detail:

@@ -2,7 +2,7 @@
 """The headline tables of docs/results/claims-wordnet/README.md, from the claims sweep's run files, both alphas side
 by side: (1) every claim under every accuracy protocol against the strongest baseline of its class (mean and 95% CI
 over seeds, verdict); (2) each method's final global and personalised accuracy (mean and 95% CI over seeds).
-The same functions as `analysis/spry-analyze report` (compare.claims_detail, stats.mean_ci); this only lays the two
+The same functions as `analysis/spry-analyze report` (compare.claims_detail, report.method_stats); this only lays the two
 alphas out together.
   docs/results/claims-wordnet/headline.py SWEEPDIR > headline.md     (from the repository root)
 """
@@ -12,9 +12,9 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "analysis"))
-from spry_analysis import compare as cmp, stats, table  # noqa: E402
+from spry_analysis import compare as cmp, table  # noqa: E402
 from spry_analysis.plots import group_runs  # noqa: E402
-from spry_analysis.report import _pct, _range  # noqa: E402
+from spry_analysis.report import claim_range, method_stats  # noqa: E402
 
 ALPHAS = ("0.1", "1.0")
 
@@ -51,7 +51,7 @@ def main():
                 cells += [r[0]["baseline"], m, r[0]["verdict"].split(" (")[0]]
             else:
                 cells += ["-", "-", "-"]
-        out.append("| %s | %s | %s | %s |" % (claim.split(" (")[0], _range(claim), proto, " | ".join(cells)))
+        out.append("| %s | %s | %s | %s |" % (claim.split(" (")[0], claim_range(claim), proto, " | ".join(cells)))
     out += ["", "| method | " + " | ".join("alpha = %s: runs | global acc %% | personalised acc %%" % a for a in runs)
             + " |", "|---|" + "---|---|---|" * len(runs)]
     labels = sorted({g for a in runs for g in groups[a]})
@@ -59,9 +59,8 @@ def main():
         cells = []
         for a in runs:
             ps = groups[a].get(g, [])
-            sums = [table.summarize(p) for p in ps]
-            cells += [str(len(ps)), _pct(stats.mean_ci([s.get("eval_acc", float("nan")) for s in sums])),
-                      _pct(stats.mean_ci([s.get("personal_acc", float("nan")) for s in sums]))]
+            m = method_stats([table.summarize(p) for p in ps])
+            cells += [str(len(ps)), m["global"], m["personal"]]
         out.append("| %s | %s |" % (g, " | ".join(cells)))
     print("\n".join(out))
 
