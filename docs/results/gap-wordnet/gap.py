@@ -16,6 +16,7 @@ import argparse
 import collections
 import math
 import os
+import re
 import sys
 
 import numpy as np
@@ -86,8 +87,10 @@ def main():
         given[k] = v
     names = factor_names(runs, given)
     groups = collections.OrderedDict()
+    def natural(text):   # "K=4" before "K=16"
+        return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text)]
     for r in sorted(runs, key=lambda r: (names[r["path"]] != "spry base", not names[r["path"]].startswith("spry"),
-                                         names[r["path"]], r["seed"])):
+                                         natural(names[r["path"]]), r["seed"])):
         groups.setdefault(names[r["path"]], []).append(r)
     for g, rs in groups.items():
         seeds = [r["seed"] for r in rs]
