@@ -68,6 +68,11 @@ def factor_names(runs, given=None):
     return out
 
 
+def natural(text):
+    """Sort key that orders numbers by value: "K=4" before "K=16"."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text)]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", help="the sweep directory (or run files, directories)")
@@ -87,8 +92,6 @@ def main():
         given[k] = v
     names = factor_names(runs, given)
     groups = collections.OrderedDict()
-    def natural(text):   # "K=4" before "K=16"
-        return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text)]
     for r in sorted(runs, key=lambda r: (names[r["path"]] != "spry base", not names[r["path"]].startswith("spry"),
                                          natural(names[r["path"]]), r["seed"])):
         groups.setdefault(names[r["path"]], []).append(r)
@@ -112,7 +115,8 @@ def main():
              else "none (no backprop reference run is complete yet)"))
     print()
     hdr = ["factor", "seeds"] + ["acc @%d" % c for c in CHECKPOINTS] + \
-          ["final acc", "per seed", "gap to %s (pp)" % (best or "backprop"), "personalised acc", "median s/round", "peak client MiB"]
+          ["final acc", "per seed", "gap to %s (pp)" % (best or "backprop"), "personalised acc", "median s/round",
+           "peak client MiB"]
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for g, rs in groups.items():
