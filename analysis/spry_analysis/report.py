@@ -233,8 +233,8 @@ def markdown_summary(runs, out, by, title, detail, curves_png, sums):
          "| claim | paper | protocol | Spry vs | measured (95% CI) | verdict |", "|---|---|---|---|---|---|"]
     for r in detail:
         if r["representative"]:
-            L.append("| %s | %s | %s | %s | %s | %s |" % (r["claim"].split(" (")[0], claim_range(r["claim"]), r["protocol"],
-                                                          r["baseline"], r["measured"], r["verdict"]))
+            L.append("| %s | %s | %s | %s | %s | %s |" % (r["claim"].split(" (")[0], claim_range(r["claim"]),
+                                                          r["protocol"], r["baseline"], r["measured"], r["verdict"]))
     L += ["", "## Methods", "",
           "| method | runs | final global acc % (95% CI) | final personalised acc % (95% CI) | best global acc % | "
           "median s/round | peak client MiB |", "|---|---|---|---|---|---|---|"]

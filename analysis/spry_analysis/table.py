@@ -1,7 +1,8 @@
 """Tidy long tables of run files: one row per (run, round), or per (run, round, slot) with clients=True.
 
-Columns, in order: `run` (path), `method` (runfile.method_labels over the runs of the table), `seed`, the configuration keys whose values differ
-across the runs (named `section.key`), `round` (t, 0-based: the row of /rounds/*), then
+Columns, in order: `run` (path), `method` (runfile.method_labels over the runs of the table), `seed`, the
+configuration keys whose values differ across the runs (named `section.key`), `round` (t, 0-based: the row of
+/rounds/*), then
 - per round: every metrics field (v2 names, NaN when absent; docs/runfile.md), `seconds`, `peak_bytes`
   (/rounds/resources) and `wall_seconds` (seconds summed over rounds 0..t);
 - per slot: `slot` and every /slots/info field, plus `n_assigned` (blocks in /slots/assigned).
@@ -126,9 +127,9 @@ def summarize(path, label=None):
     with RunFile(path) as rf:
         m, res = rf.metrics(), rf.resources()
         R = rf.rounds_done
-        out = {"run": path, "method": label or rf.method, "seed": rf.seed, "status": rf.status, "format_version": rf.version,
-               "rounds_done": R, "rounds_planned": int(rf.attrs.get("rounds_planned", 0)), "d": rf.d, "L": rf.L,
-               "N": rf.N, "M": rf.M, "C": rf.C, "K": rf.K, "log_gradients": rf.level,
+        out = {"run": path, "method": label or rf.method, "seed": rf.seed, "status": rf.status,
+               "format_version": rf.version, "rounds_done": R, "rounds_planned": int(rf.attrs.get("rounds_planned", 0)),
+               "d": rf.d, "L": rf.L, "N": rf.N, "M": rf.M, "C": rf.C, "K": rf.K, "log_gradients": rf.level,
                "alpha": rf.config.get("fl.alpha", "")}
         if R:
             out["final_train_loss"] = float(m["train_loss"][-1])

@@ -2,8 +2,8 @@
 """The headline tables of docs/results/claims-wordnet/README.md, from the claims sweep's run files, both alphas side
 by side: (1) every claim under every accuracy protocol against the strongest baseline of its class (mean and 95% CI
 over seeds, verdict); (2) each method's final global and personalised accuracy (mean and 95% CI over seeds).
-The same functions as `analysis/spry-analyze report` (compare.claims_detail, report.method_stats); this only lays the two
-alphas out together.
+The same functions as `analysis/spry-analyze report` (compare.claims_detail, report.method_stats); this only lays
+the two alphas out together.
   docs/results/claims-wordnet/headline.py SWEEPDIR > headline.md     (from the repository root)
 """
 import os

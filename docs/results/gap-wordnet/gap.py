@@ -25,23 +25,25 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "analysis"))
 from spry_analysis import compare as cmp, stats, table  # noqa: E402
 from spry_analysis.plots import band, series  # noqa: E402
-from spry_analysis.report import pct_ci  # noqa: E402
+from spry_analysis.report import method_stats, pct_ci  # noqa: E402
 from spry_analysis.runfile import RunFile, find_runs  # noqa: E402
 
 CHECKPOINTS = (40, 80)   # rounds at which the accuracy is also shown (the claims sweep's budget is 40)
 
 
 def load(paths):
+    """The complete runs among `paths`: plots.series' columns of each (read once, for the table and the plot), plus
+    its configuration, its held-out accuracy by evaluated round, and its summary (table.summarize)."""
     runs = []
     for p in find_runs(paths):
         with RunFile(p) as rf:
             if rf.status != "complete":
                 continue
             cfg = dict(rf.config)
-            m = rf.metrics()
-            ev = m["evaluated"] == 1
-            acc = {t + 1: float(m["eval_acc"][t]) for t in np.nonzero(ev)[0]}
-            runs.append({"path": p, "seed": rf.seed, "cfg": cfg, "acc": acc, "R": rf.rounds_done})
+        r = series([p])[0]
+        r.update(cfg=cfg, sum=table.summarize(p),
+                 acc={t + 1: float(r["eval_acc"][t]) for t in np.nonzero(r["evaluated"])[0]})
+        runs.append(r)
     return runs
 
 
@@ -103,8 +105,7 @@ def main():
             sys.exit("gap.py: %d runs of '%s' share a seed in %s; they differ in %s, which is not a method.*/lora.* "
                      "factor (a gap study varies one factor at a time at one alpha)"
                      % (len(dup), g, ' '.join(a.runs), ", ".join(keys) or "nothing"))
-    sums = {p: table.summarize(p) for g in groups.values() for p in (r["path"] for r in g)}
-    final = {g: {r["seed"]: sums[r["path"]]["eval_acc"] for r in rs} for g, rs in groups.items()}
+    final = {g: {r["seed"]: r["sum"]["eval_acc"] for r in rs} for g, rs in groups.items()}
     refs = [g for g in groups if g.endswith("(backprop)")]
     best = max(refs, key=lambda g: np.mean(list(final[g].values()))) if refs else None
     rounds = sorted({r["R"] for r in runs})
@@ -121,7 +122,7 @@ def main():
     print("|" + "---|" * len(hdr))
     for g, rs in groups.items():
         at = [pct_ci(stats.mean_ci([r["acc"].get(c, math.nan) for r in rs])) for c in CHECKPOINTS]
-        fin = pct_ci(stats.mean_ci(list(final[g].values())))
+        m = method_stats([r["sum"] for r in rs])
         per = " / ".join("%.1f" % (100 * final[g][s]) for s in sorted(final[g]))
         if best and g != best:
             common = sorted(set(final[g]) & set(final[best]))
@@ -130,18 +131,15 @@ def main():
                                           else "%.1f [%.1f, %.1f]" % d)
         else:
             gap = "-"
-        ps = [sums[r["path"]] for r in rs]
-        pers = pct_ci(stats.mean_ci([s.get("personal_acc", math.nan) for s in ps]))
-        sec = float(np.nanmedian([s.get("median_seconds", math.nan) for s in ps]))
-        mib = float(np.nanmax([s.get("peak_bytes", math.nan) for s in ps])) / 2 ** 20
-        print("| " + " | ".join([g, str(len(rs))] + at + [fin, per, gap, pers, "%.2f" % sec, "%.1f" % mib]) + " |")
+        print("| " + " | ".join([g, str(len(rs))] + at + [m["global"], per, gap, m["personal"], "%.2f" % m["seconds"],
+                                                         "%.1f" % m["mib"]]) + " |")
     if a.png:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(8, 5))
         for gi, (g, rs) in enumerate(groups.items()):
-            x, _, mean, _, _ = band(series([r["path"] for r in rs]), "eval_acc", "evaluated")
+            x, _, mean, _, _ = band(rs, "eval_acc", "evaluated")
             ax.plot(x, 100 * mean, "--" if not g.startswith("spry") else "-", color="C%d" % (gi % 10), marker="o",
                     ms=3, label="%s (%d seed%s)" % (g, len(rs), "s" if len(rs) > 1 else ""))
         ax.set_xlabel("round")
