@@ -1,17 +1,17 @@
 #!/usr/bin/python3
-"""The headline tables of docs/results/claims-wordnet/README.md, from the claims sweep's run files, both alphas side
+"""The headline tables of docs/results/claims-TASK/README.md, from a claims sweep's run files, both alphas side
 by side: (1) every claim under every accuracy protocol against the strongest baseline of its class (mean and 95% CI
 over seeds, verdict); (2) each method's final global and personalised accuracy (mean and 95% CI over seeds).
 The same functions as `analysis/spry-analyze report` (compare.claims_detail, report.method_stats); this only lays
 the two alphas out together.
-  docs/results/claims-wordnet/headline.py SWEEPDIR > headline.md     (from the repository root)
+  docs/results/claims_headline.py SWEEPDIR > headline.md     (from the repository root; make-claims.sh calls it)
 """
 import os
 import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "analysis"))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "analysis"))
 from spry_analysis import compare as cmp, table  # noqa: E402
 from spry_analysis.plots import group_runs  # noqa: E402
 from spry_analysis.report import claim_range, method_stats  # noqa: E402
@@ -20,7 +20,7 @@ ALPHAS = ("0.1", "1.0")
 
 
 def files(sweep, alpha):
-    q = subprocess.run([os.path.join(HERE, "..", "..", "..", "jobs", "spry-sweep"), "files", sweep,
+    q = subprocess.run([os.path.join(HERE, "..", "..", "jobs", "spry-sweep"), "files", sweep,
                         "fl.alpha=" + alpha, "--complete"], capture_output=True, text=True)
     return q.stdout.split()
 
@@ -30,7 +30,7 @@ def main():
     runs = {a: files(sweep, a) for a in ALPHAS}
     runs = {a: r for a, r in runs.items() if r}
     if not runs:
-        sys.exit("headline.py: no complete run in %s" % sweep)
+        sys.exit("claims_headline.py: no complete run in %s" % sweep)
     detail = {a: cmp.claims_detail(r) for a, r in runs.items()}
     groups = {a: group_runs(r) for a, r in runs.items()}
     out = ["| claim | paper | protocol | " + " | ".join("alpha = %s: Spry vs | measured (95%% CI) | verdict" % a
