@@ -12,7 +12,8 @@
  *   bench_engine serve  --size S [--B] [--T] [--K 16]             runs methods named on stdin, one at a time, and
  *                                                                prints their times: the PyTorch peer interleaves
  *   bench_engine mem    --size S --method M [--n_layer L] [--T n] [--B] [--threads N] [--lora_rank r]
- *                                                                allocator peak and max RSS of one method
+ *                       [--chunk C]                              allocator peak and max RSS of one method
+ *                                                                (jvpK --chunk C: K tangents in passes of C)
  *   bench_engine fed    --rounds R [--warmup_rounds W] [--set section.key=value ...]
  *                                                                federated simulation throughput (under mpirun)
  *
@@ -653,8 +654,12 @@ static int cmd_mem(const args *a) {
   spry_model_config cfg = model_config(&s);
   cfg.lora_rank = opt_int(a, "--lora_rank", cfg.lora_rank);
   cfg.lora_alpha = (float)cfg.lora_rank * 2.0f; /* scale alpha/r = 2, as the default; memory does not depend on it */
+  /* --chunk C (method.tangent_chunk): the model holds C tangents, spry_model_jvp takes K in passes of C */
+  int chunk = opt_int(a, "--chunk", 0);
+  SPRY_CHECK(chunk >= 0, "mem: --chunk = %d, need >= 0 (0 = all K tangents in one pass)", chunk);
+  int pass_K = chunk > 0 && chunk < me.K ? chunk : me.K;
   size_t before_model = spry_mem_current();
-  spry_model *m = make_model(&cfg, B, T, me.K);
+  spry_model *m = make_model(&cfg, B, T, pass_K);
   bench_batch bb = make_batch(&cfg, B, T, 11);
   size_t model_bytes = spry_mem_current() - before_model;
   float *grad = me.kind == M_BWD ? spry_alloc_floats("gradients", spry_model_n_trainable(m)) : NULL;
@@ -665,7 +670,8 @@ static int cmd_mem(const args *a) {
   long rss_before = max_rss_kib();
   double ms = run_method(&c, &me, 0);
   size_t peak = spry_mem_peak();
-  printf("{\"command\": \"mem\", \"threads\": %d, \"method\": \"%s\", \"K\": %d, ", threads, me.name, me.K);
+  printf("{\"command\": \"mem\", \"threads\": %d, \"method\": \"%s\", \"K\": %d, \"pass_K\": %d, ", threads, me.name,
+         me.K, pass_K);
   print_model(m, &s, B, T);
   printf(", \"model_bytes\": %zu, \"base_bytes\": %zu, \"peak_bytes\": %zu, \"workspace_peak_bytes\": %zu, "
          "\"max_rss_kib\": %ld, \"rss_before_kib\": %ld, \"ms\": %.3f, \"labels\": {",

@@ -155,6 +155,7 @@ typedef struct {
   double fwdllm_threshold;
   int fwdllm_candidates;
   int fwdllm_max_K;
+  int tangent_chunk; /* most tangents in one forward-mode pass; 0 = all of a step's */
 } spry_config_method;
 
 typedef struct {
@@ -275,6 +276,13 @@ static inline int spry_config_step_K(const spry_config *cfg) {
   return cfg->method.K;
 }
 
+/* The most tangents one forward-mode pass holds (sizes the model's tangent workspace): the step's K, or
+ * method.tangent_chunk when set and smaller; at least 1. */
+static inline int spry_config_pass_K(const spry_config *cfg) {
+  int K = spry_config_step_K(cfg) > 0 ? spry_config_step_K(cfg) : 1;
+  return cfg->method.tangent_chunk > 0 && cfg->method.tangent_chunk < K ? cfg->method.tangent_chunk : K;
+}
+
 /* data.max_len resolved: model.n_ctx when 0. */
 static inline int spry_config_max_len(const spry_config *cfg) {
   return cfg->data.max_len > 0 ? cfg->data.max_len : cfg->model.n_ctx;
@@ -296,7 +304,9 @@ enum {
   SPRY_CK_PRESET = 1u << 0,   /* supplied by method.preset unless set explicitly */
   SPRY_CK_NOHASH = 1u << 1,   /* does not change results: left out of the hash and of result diffs */
   SPRY_CK_MIN_EXCL = 1u << 2, /* value must be > min (else >= min) */
-  SPRY_CK_MAX_EXCL = 1u << 3  /* value must be < max (else <= max) */
+  SPRY_CK_MAX_EXCL = 1u << 3, /* value must be < max (else <= max) */
+  SPRY_CK_HASH_SET = 1u << 4  /* hashed only when away from its default: a key added after runs were made keeps
+                                 their hashes (run ids) while it stays at the default, which reproduces them */
 };
 
 typedef struct {

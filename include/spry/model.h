@@ -116,8 +116,8 @@ static inline spry_rng_key spry_tangent_key(const spry_tangent_spec *spec, int k
 
 typedef struct spry_model spry_model;
 
-/* Create a model for batches up to max_B x max_T and up to max_K tangents. Backbone zeroed until initialised
- * or loaded; w initialised by spry_model_init_trainable. Fatal on invalid config (check it first). */
+/* Create a model for batches up to max_B x max_T and up to max_K tangents in one forward-mode pass (more are
+ * taken in several passes: spry_model_jvp). Backbone zeroed until initialised or loaded; w initialised by spry_model_init_trainable. Fatal on invalid config (check it first). */
 spry_model *spry_model_create(const spry_model_config *cfg, int max_B, int max_T, int max_K);
 void spry_model_free(spry_model **m);
 void spry_model_release_workspaces(spry_model *m);
@@ -150,8 +150,10 @@ float spry_model_forward(spry_model *m, const spry_batch *batch, float *probs);
  * inspection: the training paths never materialise the full vocabulary. */
 float spry_model_logits(spry_model *m, const spry_batch *batch, float *logits);
 
-/* Forward mode: loss and jvp[k] = <grad_w loss, v_k> for the K tangents of spec. Tangents start at the lowest
- * active block; only one layer's activations and tangents are held at any time. */
+/* Forward mode: loss and jvp[k] = <grad_w loss, v_k> for the K tangents of spec (any K >= 1). Tangents start at
+ * the lowest active block; only one layer's activations and tangents are held at any time. K > max_K runs in
+ * ceil(K / max_K) passes of at most max_K tangents, each repeating the primal: memory of max_K tangents, time of
+ * one more primal per extra pass (method.tangent_chunk). */
 float spry_model_jvp(spry_model *m, const spry_batch *batch, const spry_tangent_spec *spec, float *jvp);
 
 /* Reverse mode: loss and grad (d floats, overwritten) = d loss / d w restricted to the active blocks (zero

@@ -137,7 +137,7 @@ spry_fed *spry_fed_create(const spry_config *cfg, MPI_Comm comm) {
   char err[256];
   if (spry_model_config_check(&mc, err, sizeof err)) spry_fatal("invalid model configuration: %s", err);
   f->B = cfg->data.batch_size;
-  f->model = spry_model_create(&mc, f->B, f->ds->max_len, spry_config_step_K(cfg) > 0 ? spry_config_step_K(cfg) : 1);
+  f->model = spry_model_create(&mc, f->B, f->ds->max_len, spry_config_pass_K(cfg));
   spry_base_load(f->model, cfg->model.base, cfg->run.seed);
   spry_model_init_trainable(f->model, cfg->run.seed);
   f->d = spry_model_n_trainable(f->model);

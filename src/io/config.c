@@ -149,7 +149,13 @@ static int check_targets(char *value, char *why, size_t whylen) {
 #define KEY_STR(sec, name, field, def, allowed_, check_, doc_)                                            \
   {sec, name, SPRY_CT_STRING, OFF(field), def, 0, 0, NULL, 0, allowed_, doc_, check_}
 
-enum { P = SPRY_CK_PRESET, NOHASH = SPRY_CK_NOHASH, GT = SPRY_CK_MIN_EXCL, LT = SPRY_CK_MAX_EXCL };
+enum {
+  P = SPRY_CK_PRESET,
+  NOHASH = SPRY_CK_NOHASH,
+  GT = SPRY_CK_MIN_EXCL,
+  LT = SPRY_CK_MAX_EXCL,
+  HASH_SET = SPRY_CK_HASH_SET
+};
 
 static const char *const SECTIONS[] = {"run", "model", "lora", "data", "fl", "method", "eval", "log", "pretrain",
                                        NULL};
@@ -252,6 +258,11 @@ static const spry_config_key KEYS[] = {
              "Server optimizer applied to the aggregated gradient or pseudo-gradient."),
     KEY_INT("method", "K", method.K, "1", 1, 65536, P,
             "Perturbations (tangents or directions) per client step; fwdllm: the initial number."),
+    KEY_INT("method", "tangent_chunk", method.tangent_chunk, "0", 0, 65536, HASH_SET,
+            "Most tangents propagated together in one forward-mode pass (0 = all K of a step at once). A step "
+            "with more runs in several passes, each repeating the primal: the tangent workspace of tangent_chunk "
+            "tangents instead of K, for one more primal per extra pass. Results agree to fp32 rounding, not "
+            "bitwise (the stacked GEMMs change shape), so it is hashed when set."),
     KEY_ENUM("method", "tangent", method.tangent, "gaussian", TANGENT_NAMES, 0,
              "Distribution of tangents and zeroth-order directions: N(0, I) or Rademacher (+1 or -1)."),
     KEY_INT("method", "local_epochs", method.local_epochs, "1", 1, 10000, P, "Local epochs per round."),
@@ -1276,10 +1287,19 @@ static void origin_text(const spry_config *c, int ki, char *out, size_t len) {
 
 static void build_canonical(const spry_config *c, strbuf *b) {
   sb_printf(b, "spry-config v1\n");
-  char v[SPRY_CONFIG_STR_MAX + 32];
+  char v[SPRY_CONFIG_STR_MAX + 32], dv[SPRY_CONFIG_STR_MAX + 32];
   for (int i = 0; i < NKEYS; i++) {
     if (KEYS[i].flags & SPRY_CK_NOHASH) continue;
     format_value(c, &KEYS[i], v, sizeof v);
+    if (KEYS[i].flags & SPRY_CK_HASH_SET) { /* at its default, the key is absent from the canonical text */
+      spry_config d = *c;
+      char err[SPRY_CONFIG_ERRLEN];
+      errbuf eb = errbuf_make(err, sizeof err);
+      SPRY_CHECK(set_value(&d, i, KEYS[i].def, SPRY_ORIGIN_DEFAULT, "default", &eb), "internal: default of %s.%s: %s",
+                 KEYS[i].section, KEYS[i].key, err);
+      format_value(&d, &KEYS[i], dv, sizeof dv);
+      if (strcmp(v, dv) == 0) continue;
+    }
     sb_printf(b, "%s.%s=%s\n", KEYS[i].section, KEYS[i].key, v);
   }
 }
@@ -1399,7 +1419,7 @@ void spry_config_doc(FILE *f) {
       describe_allowed(k, allowed, sizeof allowed);
       format_value(&table, k, def, sizeof def);
       fprintf(f, "| `%s` | %s | `%s`%s | %s | %s | %s |\n", k->key, type_name(k->type), def,
-              (k->flags & SPRY_CK_PRESET) ? " (preset)" : "", allowed, (k->flags & SPRY_CK_NOHASH) ? "no" : "yes",
+              (k->flags & SPRY_CK_PRESET) ? " (preset)" : "", allowed, (k->flags & SPRY_CK_NOHASH) ? "no" : (k->flags & SPRY_CK_HASH_SET) ? "when set" : "yes",
               k->doc);
     }
     fprintf(f, "\n");

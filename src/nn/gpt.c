@@ -753,12 +753,9 @@ static void layer_jvp(spry_model *m, int l, const spry_batch *b, const spry_tang
   layer_step(m, l, b, x, proj, a, scratch, &tc);
 }
 
-float spry_model_jvp(spry_model *m, const spry_batch *b, const spry_tangent_spec *spec, float *jvp) {
-  check_batch(m, b);
+/* One pass of spry_model_jvp: the primal and spec->K <= max_K tangents together. */
+static float jvp_pass(spry_model *m, const spry_batch *b, const spry_tangent_spec *spec, float *jvp) {
   int K = spec->K;
-  SPRY_CHECK(K >= 1 && K <= m->max_K, "spry_model_jvp: K = %d not in [1, max_K = %d]", K, m->max_K);
-  SPRY_CHECK(!spec->tangents || spec->ldt >= m->d, "spry_model_jvp: explicit tangents need ldt >= d = %zu",
-             m->d);
   int first = first_active_layer(m, spec->active);
   if (first > m->cfg.n_layer) { /* nothing active: every directional derivative is zero */
     for (int k = 0; k < K; k++) jvp[k] = 0.0f;
@@ -798,6 +795,29 @@ float spry_model_jvp(spry_model *m, const spry_batch *b, const spry_tangent_spec
   /* LM: every block is a layer, so a layer was active and lnf_d is non-zero. */
   SPRY_CHECK(lnf_d != NULL, "internal: LM jvp without a tangent at the final LayerNorm");
   return spry_lmloss_jvp(jvp, f.lnf, lnf_d, m->wte, m->targets, N, C, m->cfg.vocab_size, Vc, K, scratch);
+}
+
+float spry_model_jvp(spry_model *m, const spry_batch *b, const spry_tangent_spec *spec, float *jvp) {
+  check_batch(m, b);
+  SPRY_CHECK(spec->K >= 1, "spry_model_jvp: K = %d, need K >= 1", spec->K);
+  SPRY_CHECK(!spec->tangents || spec->ldt >= m->d, "spry_model_jvp: explicit tangents need ldt >= d = %zu",
+             m->d);
+  /* Tangents 0..K-1 in passes of at most max_K (method.tangent_chunk): each pass reruns the primal, so the
+   * workspace holds max_K tangents whatever K is. Tangent k keeps its identity (explicit row, k_list entry or
+   * stream index key.k + k) in whichever pass it falls. The primal of every pass is the same computation, so
+   * its loss is the first pass's bitwise. */
+  float loss = 0;
+  for (int done = 0; done < spec->K;) {
+    spry_tangent_spec part = *spec;
+    part.K = spec->K - done < m->max_K ? spec->K - done : m->max_K;
+    if (spec->tangents) part.tangents = spec->tangents + (size_t)done * spec->ldt;
+    if (spec->k_list) part.k_list = spec->k_list + done;
+    else part.key.k = spec->key.k + (uint32_t)done;
+    float l = jvp_pass(m, b, &part, jvp + done);
+    if (done == 0) loss = l;
+    done += part.K;
+  }
+  return loss;
 }
 
 /* ---- reverse mode ------------------------------------------------------------------------------------- */

@@ -404,6 +404,11 @@ static void hashing(void) {
   TEST_CHECK(hash_with("log.gradients=dense", NULL) != h0, "log.gradients changes the hash (run file content)");
   TEST_CHECK(hash_with("run.eval_every=1", NULL) != h0, "eval_every changes the hash (run file content)");
   TEST_CHECK(hash_with("fl.alpha=0.1000000001", NULL) != h0, "a tiny double change changes the hash");
+  /* keys hashed only when set (SPRY_CK_HASH_SET): absent at their default, so runs made before the key existed
+   * keep their run ids; set, they change the hash like any result key */
+  TEST_CHECK(!strstr(canon, "method.tangent_chunk"), "tangent_chunk at its default is not in the canonical text");
+  TEST_CHECK(hash_with("method.tangent_chunk=0", NULL) == h0, "tangent_chunk = 0 (its default): no change");
+  TEST_CHECK(hash_with("method.tangent_chunk=4", NULL) != h0, "tangent_chunk = 4 changes the hash");
 
   /* diff: names the differing result keys; quiet is not one of them */
   char err[SPRY_CONFIG_ERRLEN], diff[512];
@@ -455,6 +460,8 @@ static const bad_case BAD[] = {
     {"uint32 too big", NULL, {"run.seed=4294967296"}, SPRY_CONFIG_ERR_VALUE, {"run.seed", "4294967296"}},
     {"bool maybe", NULL, {"run.quiet=maybe"}, SPRY_CONFIG_ERR_VALUE, {"run.quiet", "'maybe'", "true, false"}},
     {"int out of range", NULL, {"model.n_layer=0"}, SPRY_CONFIG_ERR_VALUE, {"model.n_layer", "= 0", "1 .. 256"}},
+    {"tangent_chunk negative", NULL, {"method.tangent_chunk=-1"}, SPRY_CONFIG_ERR_VALUE,
+     {"method.tangent_chunk", "-1", "0 .. 65536"}},
     {"double out of range", NULL, {"fl.test_fraction=0.95"}, SPRY_CONFIG_ERR_VALUE,
      {"fl.test_fraction", "0.95", "0 < x <= 0.9"}},
     {"double not a number", NULL, {"method.client_lr=fast"}, SPRY_CONFIG_ERR_VALUE, {"method.client_lr", "'fast'"}},

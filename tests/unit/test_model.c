@@ -1,6 +1,7 @@
 /* Whole-model derivatives: forward mode (K tangents) vs reverse mode vs finite differences, on classification
  * and causal-LM models, causal and bidirectional, with padding; active-block subsets; stacked vs single
- * tangents; zeroth order's O(eps^2) convergence to the jvp; forward-mode memory flat in depth; invalid configs. */
+ * tangents, and K tangents in passes of fewer; zeroth order's O(eps^2) convergence to the jvp; forward-mode memory
+ * flat in depth; invalid configs. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +109,21 @@ static void check_jvp_vs_backprop(const model_case *mc) {
       double e3 = test_rel_err(jvp, single, 8);
       TEST_CHECK(e3 <= 1e-6, "%s: K=8 stacked vs 8 single passes: %.3g > 1e-6", mc->name, e3);
       printf("%-28s stacked K=8 vs 8 single passes: rel err %.2e (tol 1e-6)\n", mc->name, e3);
+      /* the same 8 tangents through a model whose workspace holds 3 (method.tangent_chunk = 3): passes of 3, 3, 2
+       * in one call, regenerated and explicit, must give each tangent's number and the primal's loss */
+      spry_model *m3 = spry_model_create(&mc->cfg, mc->B, mc->T, 3);
+      spry_model_init_backbone(m3, 5);
+      memcpy(spry_model_w(m3), spry_model_w(m), sizeof(float) * d);
+      float chunked[8], chunked_ex[8];
+      float loss_c = spry_model_jvp(m3, &tb.b, &spec, chunked);
+      spry_model_jvp(m3, &tb.b, &ex, chunked_ex);
+      double e4 = test_rel_err(jvp, chunked, 8), e5 = test_rel_err(jvp, chunked_ex, 8);
+      TEST_CHECK(loss_c == loss_j, "%s: chunked jvp's loss %.9g != stacked %.9g", mc->name, loss_c, loss_j);
+      TEST_CHECK(e4 <= 1e-6 && e5 <= 1e-6, "%s: K=8 in passes of 3 vs stacked: %.3g, explicit %.3g > 1e-6",
+                 mc->name, e4, e5);
+      printf("%-28s K=8 in passes of 3,3,2 vs stacked: rel err %.2e, explicit %.2e (tol 1e-6)%s\n", mc->name, e4,
+             e5, memcmp(jvp, chunked, sizeof jvp) ? "" : " [bitwise equal]");
+      spry_model_free(&m3);
     }
   }
   /* Finite differences along a unit direction u: (f(w+hu) - f(w-hu))/2h vs <grad, u>. With h = 5e-2 the
@@ -236,6 +252,20 @@ static void check_memory_flat(void) {
   }
   TEST_CHECK(fwd[0] == fwd[1] && fwd[1] == fwd[2], "forward-mode peak varies with depth: %zu %zu %zu", fwd[0],
              fwd[1], fwd[2]);
+  /* K = 4 in passes of 1 (a model made for max_K = 1): the workspace of one tangent, below the stacked one's */
+  model_case mc = {"mem", make_cfg(SPRY_TASK_CLASSIFY, 1, 4, 4, 32, 50, SPRY_LORA_Q | SPRY_LORA_V), 4, 16};
+  spry_model *m = make_model(&mc, 1, 3);
+  test_batch tb;
+  make_batch(&tb, &mc, 3);
+  float jvp[4];
+  size_t base = spry_mem_current();
+  spry_mem_reset_peak();
+  spry_tangent_spec spec = key_spec(4, NULL, 0);
+  spry_model_jvp(m, &tb.b, &spec, jvp);
+  size_t chunked = spry_mem_peak() - base;
+  printf("memory n_layer=4: forward mode K=4 in passes of 1: workspace peak %zu B (stacked %zu B)\n", chunked, fwd[1]);
+  TEST_CHECK(chunked < fwd[1], "K=4 in passes of 1 peaks at %zu B, not below the stacked %zu B", chunked, fwd[1]);
+  spry_model_free(&m);
   TEST_CHECK(bwd[0] < bwd[1] && bwd[1] < bwd[2], "backprop peak does not grow with depth: %zu %zu %zu", bwd[0],
              bwd[1], bwd[2]);
 }
