@@ -117,6 +117,20 @@ static void check_jvp_vs_backprop(const model_case *mc) {
       float chunked[8], chunked_ex[8];
       float loss_c = spry_model_jvp(m3, &tb.b, &spec, chunked);
       spry_model_jvp(m3, &tb.b, &ex, chunked_ex);
+      /* tangents named by a k_list (FwdLLM's selected candidates): the passes must follow the list */
+      const uint32_t klist[8] = {11, 2, 7, 0, 5, 13, 3, 9};
+      spry_tangent_spec listed = spec;
+      listed.k_list = klist;
+      float list_stacked[8], list_chunked[8];
+      spry_model_jvp(m, &tb.b, &listed, list_stacked);
+      spry_model_jvp(m3, &tb.b, &listed, list_chunked);
+      double e6 = test_rel_err(list_stacked, list_chunked, 8);
+      TEST_CHECK(e6 <= 1e-6, "%s: k_list tangents in passes of 3 vs stacked: %.3g > 1e-6", mc->name, e6);
+      spry_tangent_spec one = key_spec(1, NULL, klist[7]);
+      float last;
+      spry_model_jvp(m, &tb.b, &one, &last);
+      TEST_CHECK(test_close(list_chunked[7], last, 1e-6, 0), "%s: tangent k_list[7] = %u in the last pass: %.9g vs %.9g",
+                 mc->name, klist[7], list_chunked[7], last);
       double e4 = test_rel_err(jvp, chunked, 8), e5 = test_rel_err(jvp, chunked_ex, 8);
       TEST_CHECK(loss_c == loss_j, "%s: chunked jvp's loss %.9g != stacked %.9g", mc->name, loss_c, loss_j);
       TEST_CHECK(e4 <= 1e-6 && e5 <= 1e-6, "%s: K=8 in passes of 3 vs stacked: %.3g, explicit %.3g > 1e-6",
