@@ -137,7 +137,7 @@ def main():
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(8, 5))
+        fig, ax = plt.subplots(figsize=(10.5, 5))
         for gi, (g, rs) in enumerate(groups.items()):
             x, _, mean, _, _ = band(rs, "eval_acc", "evaluated")
             ax.plot(x, 100 * mean, "--" if not g.startswith("spry") else "-", color="C%d" % (gi % 10), marker="o",
@@ -145,7 +145,7 @@ def main():
         ax.set_xlabel("round")
         ax.set_ylabel("held-out accuracy (%), mean over seeds")
         ax.set_title("Spry's gap to backprop on WordNet, alpha 0.1: one factor per curve")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: no curve hidden
         fig.tight_layout()
         fig.savefig(a.png, dpi=110, metadata={"Software": None})
         plt.close(fig)
