@@ -298,6 +298,31 @@ static void local_oracle(spry_client_runner *r, uint32_t round, int client, cons
   res->local_loss = ls / n_train;
 }
 
+/* One estimate of the method on batch b at the model's weights into r->g; returns the loss. */
+static float estimate(spry_client_runner *r, const spry_batch *b, spry_tangent_spec spec, const unsigned char *active,
+                      const float *g_prev, float *sc, uint32_t *ki, int *K_used) {
+  const spry_config_method *mc = &r->cfg->method;
+  float loss = 0;
+  *K_used = mc->estimator == SPRY_EST_BACKPROP ? 0 : r->Kcap;
+  switch (mc->estimator) {
+    case SPRY_EST_FORWARD:
+      loss = spry_model_jvp(r->model, b, &spec, sc);
+      spry_forward_gradient(r->model, &spec, sc, r->g);
+      break;
+    case SPRY_EST_ZEROTH:
+      spry_model_zeroth(r->model, b, &spec, (float)mc->zo_eps, sc, &loss);
+      spry_forward_gradient(r->model, &spec, sc, r->g);
+      break;
+    case SPRY_EST_BACKPROP:
+      loss = spry_model_backward(r->model, b, active, r->g);
+      break;
+    case SPRY_EST_FWDLLM:
+      loss = fwdllm_step(r, b, spec, g_prev, sc, ki, K_used);
+      break;
+  }
+  return loss;
+}
+
 const spry_client_result *spry_client_run(spry_client_runner *r, uint32_t round, int client,
                                           const unsigned char *active, const float *w_global,
                                           const int32_t *train_idx, int n_train, const int32_t *test_idx, int n_test,
@@ -359,27 +384,10 @@ const spry_client_result *spry_client_run(spry_client_runner *r, uint32_t round,
     }
     spry_tangent_spec spec = spry_client_tangent_spec(cfg, round, client, (uint32_t)s, mc->K, active);
     float *sc = res->scalars + (size_t)s * r->Kcap;
-    float loss = 0;
-    res->step_K[s] = res->K;
-    switch (mc->estimator) {
-      case SPRY_EST_FORWARD:
-        loss = spry_model_jvp(r->model, &b, &spec, sc);
-        spry_forward_gradient(r->model, &spec, sc, r->g);
-        break;
-      case SPRY_EST_ZEROTH:
-        spry_model_zeroth(r->model, &b, &spec, (float)mc->zo_eps, sc, &loss);
-        spry_forward_gradient(r->model, &spec, sc, r->g);
-        break;
-      case SPRY_EST_BACKPROP:
-        loss = spry_model_backward(r->model, &b, active, r->g);
-        break;
-      case SPRY_EST_FWDLLM: {
-        uint32_t *ki = res->k_index + (size_t)s * r->Kcap;
-        loss = fwdllm_step(r, &b, spec, g_prev, sc, ki, &res->step_K[s]);
-        for (int k = res->step_K[s]; k < r->Kcap; k++) sc[k] = NAN, ki[k] = UINT32_MAX;
-        break;
-      }
-    }
+    uint32_t *ki = res->k_index + (size_t)s * r->Kcap;
+    float loss = estimate(r, &b, spec, active, g_prev, sc, ki, &res->step_K[s]);
+    if (mc->estimator == SPRY_EST_FWDLLM) /* the step's unused slots (K grew to step_K[s] <= Kcap) */
+      for (int k = res->step_K[s]; k < r->Kcap; k++) sc[k] = NAN, ki[k] = UINT32_MAX;
     loss_sum += loss;
     if (mc->comm == SPRY_COMM_EPOCH) spry_client_opt_step(r->opt, w, r->g, r->ranges, n_ranges);
   }
@@ -388,31 +396,6 @@ const spry_client_result *spry_client_run(spry_client_runner *r, uint32_t round,
     for (size_t i = 0; i < r->d; i++) res->true_grad[i] /= (float)steps;
   memcpy(res->update, mc->comm == SPRY_COMM_ITERATION ? r->g : w, sizeof(float) * r->d);
   return res;
-}
-
-/* One estimate of the method on batch b at the model's weights into r->g; returns the loss. */
-static float estimate(spry_client_runner *r, const spry_batch *b, spry_tangent_spec spec, const unsigned char *active,
-                      const float *g_prev, float *sc, uint32_t *ki, int *K_used) {
-  const spry_config_method *mc = &r->cfg->method;
-  float loss = 0;
-  *K_used = mc->estimator == SPRY_EST_BACKPROP ? 0 : r->Kcap;
-  switch (mc->estimator) {
-    case SPRY_EST_FORWARD:
-      loss = spry_model_jvp(r->model, b, &spec, sc);
-      spry_forward_gradient(r->model, &spec, sc, r->g);
-      break;
-    case SPRY_EST_ZEROTH:
-      spry_model_zeroth(r->model, b, &spec, (float)mc->zo_eps, sc, &loss);
-      spry_forward_gradient(r->model, &spec, sc, r->g);
-      break;
-    case SPRY_EST_BACKPROP:
-      loss = spry_model_backward(r->model, b, active, r->g);
-      break;
-    case SPRY_EST_FWDLLM:
-      loss = fwdllm_step(r, b, spec, g_prev, sc, ki, K_used);
-      break;
-  }
-  return loss;
 }
 
 void spry_client_personalize(spry_client_runner *r, uint32_t round, int client, const unsigned char *active,
