@@ -117,7 +117,8 @@ static inline spry_rng_key spry_tangent_key(const spry_tangent_spec *spec, int k
 typedef struct spry_model spry_model;
 
 /* Create a model for batches up to max_B x max_T and up to max_K tangents in one forward-mode pass (more are
- * taken in several passes: spry_model_jvp). Backbone zeroed until initialised or loaded; w initialised by spry_model_init_trainable. Fatal on invalid config (check it first). */
+ * taken in several passes: spry_model_jvp). Backbone zeroed until initialised or loaded; w initialised by
+ * spry_model_init_trainable. Fatal on invalid config (check it first). */
 spry_model *spry_model_create(const spry_model_config *cfg, int max_B, int max_T, int max_K);
 void spry_model_free(spry_model **m);
 void spry_model_release_workspaces(spry_model *m);

@@ -1295,8 +1295,8 @@ static void build_canonical(const spry_config *c, strbuf *b) {
       spry_config d = *c;
       char err[SPRY_CONFIG_ERRLEN];
       errbuf eb = errbuf_make(err, sizeof err);
-      SPRY_CHECK(set_value(&d, i, KEYS[i].def, SPRY_ORIGIN_DEFAULT, "default", &eb), "internal: default of %s.%s: %s",
-                 KEYS[i].section, KEYS[i].key, err);
+      SPRY_CHECK(set_value(&d, i, KEYS[i].def, SPRY_ORIGIN_DEFAULT, "default", &eb),
+                 "internal: default of %s.%s: %s", KEYS[i].section, KEYS[i].key, err);
       format_value(&d, &KEYS[i], dv, sizeof dv);
       if (strcmp(v, dv) == 0) continue;
     }
@@ -1418,9 +1418,9 @@ void spry_config_doc(FILE *f) {
       if (strcmp(k->section, SECTIONS[s]) != 0) continue;
       describe_allowed(k, allowed, sizeof allowed);
       format_value(&table, k, def, sizeof def);
+      const char *hashed = (k->flags & SPRY_CK_NOHASH) ? "no" : (k->flags & SPRY_CK_HASH_SET) ? "when set" : "yes";
       fprintf(f, "| `%s` | %s | `%s`%s | %s | %s | %s |\n", k->key, type_name(k->type), def,
-              (k->flags & SPRY_CK_PRESET) ? " (preset)" : "", allowed, (k->flags & SPRY_CK_NOHASH) ? "no" : (k->flags & SPRY_CK_HASH_SET) ? "when set" : "yes",
-              k->doc);
+              (k->flags & SPRY_CK_PRESET) ? " (preset)" : "", allowed, hashed, k->doc);
     }
     fprintf(f, "\n");
   }

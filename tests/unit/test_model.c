@@ -129,8 +129,9 @@ static void check_jvp_vs_backprop(const model_case *mc) {
       spry_tangent_spec one = key_spec(1, NULL, klist[7]);
       float last;
       spry_model_jvp(m, &tb.b, &one, &last);
-      TEST_CHECK(test_close(list_chunked[7], last, 1e-6, 0), "%s: tangent k_list[7] = %u in the last pass: %.9g vs %.9g",
-                 mc->name, klist[7], list_chunked[7], last);
+      TEST_CHECK(test_close(list_chunked[7], last, 1e-6, 0),
+                 "%s: tangent k_list[7] = %u in the last pass: %.9g vs %.9g", mc->name, klist[7], list_chunked[7],
+                 last);
       double e4 = test_rel_err(jvp, chunked, 8), e5 = test_rel_err(jvp, chunked_ex, 8);
       TEST_CHECK(loss_c == loss_j, "%s: chunked jvp's loss %.9g != stacked %.9g", mc->name, loss_c, loss_j);
       TEST_CHECK(e4 <= 1e-6 && e5 <= 1e-6, "%s: K=8 in passes of 3 vs stacked: %.3g, explicit %.3g > 1e-6",
