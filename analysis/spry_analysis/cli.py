@@ -78,6 +78,9 @@ def _select(a):
     keys = a.keys.split(",")
     winners, rows, skipped = sel.select(find_runs(a.runs), a.by, keys, a.skip_unfinished)
     print(sel.format_rows(rows, keys))
+    warn = sel.format_edges(winners)
+    if warn:
+        print(warn)
     if skipped:
         print("left out %d unfinished run(s): the selection is interim" % len(skipped))
     if a.output:

@@ -11,8 +11,12 @@ such runs are refused (exit 2) naming the file. Runs that are not complete are r
 not the budget the candidates are compared at; --skip-unfinished leaves them out for an interim look).
 
 Prints the table of every candidate (its keys, final validation accuracy and loss) with the winner marked, and
-writes the winners as JSON ({group: {key: value, ..., "val_acc": ..., "run": ...}}) when -o is given, ready to be
-turned into the zip rows of a sweep spec.
+writes the winners as JSON ({group: {key: value, ..., "val_acc": ..., "run": ..., "edges": {...}}}) when -o is
+given, ready to be turned into the zip rows of a sweep spec.
+
+A winner whose value of a tuned key is the lowest or the highest its group tried (of two or more values) sits on
+the EDGE of its grid: the optimum may lie beyond it. Each such key is printed as a warning and recorded in the
+JSON ("edges": {key: "lowest" | "highest"}), so the grid can be extended before the choice is used.
 """
 import json
 import math
@@ -63,7 +67,42 @@ def select(paths, by="method.preset", keys=("method.client_lr", "method.server_l
             r["chosen"] = True
         else:
             r["chosen"] = False
+    for g, w in winners.items():
+        w["edges"] = edges(w, [r for r in rows if r["group"] == g], keys)
     return winners, rows, skipped
+
+
+def _num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def edges(winner, group_rows, keys):
+    """{key: "lowest" | "highest"} for each tuned key whose winning value is an end of the values the group tried
+    (numeric keys with two or more distinct values only)."""
+    out = {}
+    for k in keys:
+        w = _num(winner.get(k))
+        vals = {_num(r.get(k)) for r in group_rows} - {None}
+        if w is None or len(vals) < 2:
+            continue
+        if w == min(vals):
+            out[k] = "lowest"
+        elif w == max(vals):
+            out[k] = "highest"
+    return out
+
+
+def format_edges(winners):
+    """One warning line per (group, key) whose winner sits on the edge of the grid."""
+    lines = []
+    for g, w in sorted(winners.items()):
+        for k, side in sorted(w["edges"].items()):
+            lines.append("EDGE %s: %s = %s is the %s value tried; the optimum may lie beyond the grid (extend it "
+                         "before using this choice)" % (g, k, w[k], side))
+    return "\n".join(lines)
 
 
 def format_rows(rows, keys):
@@ -78,7 +117,8 @@ def format_rows(rows, keys):
 
 
 def write_json(winners, keys, path):
-    data = {g: dict({k: r[k] for k in keys}, val_acc=r["val_acc"], val_loss=r["val_loss"], run=r["run"])
+    data = {g: dict({k: r[k] for k in keys}, val_acc=r["val_acc"], val_loss=r["val_loss"], run=r["run"],
+                    edges=r["edges"])
             for g, r in sorted(winners.items())}
     with open(path, "w") as fh:
         json.dump(data, fh, indent=1, sort_keys=True)

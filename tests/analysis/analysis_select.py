@@ -8,12 +8,17 @@ Checks (small real runs, 6 rounds each):
    message says why (tuned on the test set).
 3. An unfinished run (rounds_done < rounds_planned, status running) is refused, and left out with
    --skip-unfinished (the output says the selection is interim).
+4. Grid edges: the winner's client rate is flagged "lowest" / "highest" exactly when it is the smallest / largest
+   of the three tried (recomputed here), in the JSON and as an EDGE line; jobs/sweeps/paper_claims.py refuses a
+   chosen file with an edge (exit 1, naming the preset and key), writes the spec with --allow-edges (the header
+   says so), and writes it without that line when no rate is on an edge.
 
 usage: analysis_select.py SPRY
 """
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -46,6 +51,30 @@ try:
         chosen["fedavg"]["run"], best, runs, text)
     assert float(chosen["fedavg"]["method.client_lr"]) == float(best.split("lr")[-1][:-3]), chosen
     assert text.count("**chosen**") == 1, text
+    # 4. grid edges
+    lrs = sorted(float(p.split("lr")[-1][:-3]) for p in runs)
+    won = float(chosen["fedavg"]["method.client_lr"])
+    want = {lrs[0]: {"method.client_lr": "lowest"}, lrs[-1]: {"method.client_lr": "highest"}}.get(won, {})
+    assert chosen["fedavg"]["edges"] == want, (chosen, lrs)
+    assert text.count("EDGE fedavg: method.client_lr") == len(want), text
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    claims = [sys.executable, os.path.join(root, "jobs", "sweeps", "paper_claims.py"), "wordnet"]
+    presets = ["spry", "fedfgd", "fedavg", "fedyogi", "fedsgd", "fedavg-split", "fedmezo", "baffle", "fwdllm"]
+    for edge in ({"method.server_lr": "highest"}, {}):
+        js9 = os.path.join(tmp, "chosen9.json")
+        with open(js9, "w") as f:
+            json.dump({p: dict(chosen["fedavg"], **{"method.server_lr": "0.01",
+                                                   "edges": edge if p == "fedsgd" else {}}) for p in presets}, f)
+        r = subprocess.run(claims + [js9], capture_output=True, text=True)
+        if edge:
+            assert r.returncode == 1 and "fedsgd method.server_lr = 0.01 (the highest value tried)" in r.stderr \
+                and "--allow-edges" in r.stderr, (r.returncode, r.stdout, r.stderr)
+            r = subprocess.run(claims + [js9, "--allow-edges"], capture_output=True, text=True)
+            assert r.returncode == 0 and "# ON THE GRID'S EDGE (--allow-edges): fedsgd method.server_lr" in r.stdout, \
+                (r.returncode, r.stderr)
+        else:
+            assert r.returncode == 0 and "EDGE" not in r.stdout and 'name = "paper-claims-wordnet"' in r.stdout, \
+                (r.returncode, r.stdout, r.stderr)
     # 2. the test split is refused
     testrun = os.path.join(tmp, "test.h5")
     alib.spry(binary, testrun, "run.rounds=2", "method.preset=fedavg", "fl.clients_per_round=4")
