@@ -37,7 +37,8 @@ def main():
     ap.add_argument("chosen", help="JSON written by spry-analyze select -o")
     ap.add_argument("--size", choices=["machine", "cluster", "gap"], default="machine")
     ap.add_argument("--seconds-per-round", type=float, default=None,
-                    help="cluster size: measured mean seconds per round at 1 rank (for the cost line)")
+                    help="cluster size: mean seconds per round at 1 rank for the cost line (default: measured, the "
+                         "mean of round_seconds_total / rounds_done over the chosen runs' files named in CHOSEN)")
     ap.add_argument("--allow-edges", action="store_true",
                     help="write the spec even when a chosen rate sits on the edge of its selection grid (the "
                          "header then says so); by default that is refused, as the grid should be extended first")
@@ -64,7 +65,7 @@ def main():
         cost = ("%d points x %d rounds at 1 rank; measured on this 2-core machine: see docs/results/README.md"
                 % (points, rounds))
     else:
-        spr = a.seconds_per_round
+        spr = a.seconds_per_round if a.seconds_per_round is not None else measured_seconds_per_round(chosen)
         # personalising the 10 participants once, measured on this machine (seconds): BAFFLE 190, FwdLLM 300, the
         # per-epoch methods about 8 (jobs/sweeps/paper_claims.py's docstring)
         pers = 6 * (rounds // evaluate) * (190 + 300 + 7 * 8)
@@ -108,6 +109,22 @@ def main():
     print('time = "%s"' % ("00:30:00" if a.size == "machine" else "12:00:00"))
     print('mem = "%s"' % ("2G" if a.size == "machine" else "8G"))
     print("throttle = 16")
+
+
+def measured_seconds_per_round(chosen):
+    """Mean over the presets of the seconds per training round their chosen selection run took (the run files'
+    /@round_seconds_total / /@rounds_done; wall time on the machine that ran them, 1 rank); None when any file is
+    not readable here (then the cost line says so)."""
+    try:
+        import h5py
+        per = []
+        for p in ORDER:
+            with h5py.File(chosen[p]["run"], "r") as f:
+                per.append(float(f.attrs["round_seconds_total"]) / int(f.attrs["rounds_done"]))
+        return sum(per) / len(per)
+    except (ImportError, OSError, KeyError, ZeroDivisionError) as e:
+        print("paper_claims.py: seconds per round not measured (%s); pass --seconds-per-round" % e, file=sys.stderr)
+        return None
 
 
 def gap(a, chosen, edges):
