@@ -11,7 +11,8 @@ Checks (small real runs, 6 rounds each):
 4. Grid edges: the winner's client rate is flagged "lowest" / "highest" exactly when it is the smallest / largest
    of the three tried (recomputed here), in the JSON and as an EDGE line; jobs/sweeps/paper_claims.py refuses a
    chosen file with an edge (exit 1, naming the preset and key), writes the spec with --allow-edges (the header
-   says so), and writes it without that line when no rate is on an edge.
+   says so), and writes it without that line when no rate is on an edge; its cluster size's cost line uses the
+   seconds per round measured in the chosen runs' files (/@round_seconds_total / /@rounds_done).
 
 usage: analysis_select.py SPRY
 """
@@ -75,6 +76,10 @@ try:
         else:
             assert r.returncode == 0 and "EDGE" not in r.stdout and 'name = "paper-claims-wordnet"' in r.stdout, \
                 (r.returncode, r.stdout, r.stderr)
+            with h5py.File(chosen["fedavg"]["run"], "r") as f:
+                spr = float(f.attrs["round_seconds_total"]) / int(f.attrs["rounds_done"])
+            r = subprocess.run(claims + [js9, "--size", "cluster"], capture_output=True, text=True)
+            assert r.returncode == 0 and "at %.2f s/round" % spr in r.stdout, (spr, r.stdout, r.stderr)
     # 2. the test split is refused
     testrun = os.path.join(tmp, "test.h5")
     alib.spry(binary, testrun, "run.rounds=2", "method.preset=fedavg", "fl.clients_per_round=4")
