@@ -12,7 +12,8 @@ Checks (small real runs, 6 rounds each):
    of the three tried (recomputed here), in the JSON and as an EDGE line; jobs/sweeps/paper_claims.py refuses a
    chosen file with an edge (exit 1, naming the preset and key), writes the spec with --allow-edges (the header
    says so), and writes it without that line when no rate is on an edge; its cluster size's cost line uses the
-   seconds per round measured in the chosen runs' files (/@round_seconds_total / /@rounds_done).
+   seconds per round measured in the chosen runs' files (/@round_seconds_total / /@rounds_done); its control size
+   (personalising with no federated training) carries each method's chosen client rate and a 1e-30 server step.
 
 usage: analysis_select.py SPRY
 """
@@ -80,6 +81,11 @@ try:
                 spr = float(f.attrs["round_seconds_total"]) / int(f.attrs["rounds_done"])
             r = subprocess.run(claims + [js9, "--size", "cluster"], capture_output=True, text=True)
             assert r.returncode == 0 and "at %.2f s/round" % spr in r.stdout, (spr, r.stdout, r.stderr)
+            r = subprocess.run(claims + [js9, "--size", "control"], capture_output=True, text=True)
+            lr = chosen["fedavg"]["method.client_lr"]
+            assert r.returncode == 0 and 'name = "personalise-control-wordnet"' in r.stdout \
+                and '"method.client_lr" = [%s]' % ", ".join([lr] * 5) in r.stdout \
+                and '"method.server_lr=1e-30"' in r.stdout, (r.stdout, r.stderr)
     # 2. the test split is refused
     testrun = os.path.join(tmp, "test.h5")
     alib.spry(binary, testrun, "run.rounds=2", "method.preset=fedavg", "fl.clients_per_round=4")
