@@ -13,7 +13,10 @@ Checks (small real runs, 6 rounds each):
    chosen file with an edge (exit 1, naming the preset and key), writes the spec with --allow-edges (the header
    says so), and writes it without that line when no rate is on an edge; its cluster size's cost line uses the
    seconds per round measured in the chosen runs' files (/@round_seconds_total / /@rounds_done); its control size
-   (personalising with no federated training) carries each method's chosen client rate and a 1e-30 server step.
+   (personalising with no federated training) carries each method's chosen client rate and a 1e-30 server step;
+   its k-select size grids K {1, 4, 16} x Spry's chosen rates' neighbours on the 1-3-10 series (table written
+   here), refusing a rate off that series; its gap-k size zips each K with the rates chosen for it, refusing a
+   chosen file that lacks a K.
 
 usage: analysis_select.py SPRY
 """
@@ -86,6 +89,31 @@ try:
             assert r.returncode == 0 and 'name = "personalise-control-wordnet"' in r.stdout \
                 and '"method.client_lr" = [%s]' % ", ".join([lr] * 5) in r.stdout \
                 and '"method.server_lr=1e-30"' in r.stdout, (r.stdout, r.stderr)
+            r = subprocess.run(claims + [js9, "--size", "k-select"], capture_output=True, text=True)
+            near = {"0.0001": "3e-05, 0.0001, 0.0003", "0.003": "0.001, 0.003, 0.01", "0.03": "0.01, 0.03, 0.1"}
+            assert r.returncode == 0 and '"method.K" = [1, 4, 16]' in r.stdout \
+                and '"method.client_lr" = [%s]' % near["%g" % float(lr)] in r.stdout \
+                and '"method.server_lr" = [0.003, 0.01, 0.03]' in r.stdout and "data.validation_fraction=0.1" \
+                in r.stdout, (lr, r.stdout, r.stderr)
+            with open(js9, "w") as f:
+                json.dump({"spry": dict(chosen["fedavg"], **{"method.server_lr": "0.005", "edges": {}})}, f)
+            r = subprocess.run(claims + [js9, "--size", "k-select"], capture_output=True, text=True)
+            assert r.returncode == 1 and "0.005 is not on the 1-3-10 series" in r.stderr, (r.stdout, r.stderr)
+            jsk = os.path.join(tmp, "chosen-k.json")
+            ks = {"1": ("0.01", "0.01"), "4": ("0.03", "0.01"), "16": ("0.1", "0.03")}
+            with open(jsk, "w") as f:
+                json.dump({k: {"method.client_lr": c, "method.server_lr": s, "edges": {}} for k, (c, s) in ks.items()
+                           if k != "16"}, f)
+            r = subprocess.run(claims + [jsk, "--size", "gap-k"], capture_output=True, text=True)
+            assert r.returncode == 1 and "K = 16" in r.stderr, (r.stdout, r.stderr)
+            with open(jsk, "w") as f:
+                json.dump({k: {"method.client_lr": c, "method.server_lr": s, "edges": {}} for k, (c, s) in ks.items()},
+                          f)
+            r = subprocess.run(claims + [jsk, "--size", "gap-k"], capture_output=True, text=True)
+            assert r.returncode == 0 and '"method.K" = [1, 4, 16]' in r.stdout \
+                and '"method.client_lr" = [0.01, 0.03, 0.1]' in r.stdout \
+                and '"method.server_lr" = [0.01, 0.01, 0.03]' in r.stdout and "run.rounds=160" in r.stdout, \
+                (r.stdout, r.stderr)
     # 2. the test split is refused
     testrun = os.path.join(tmp, "test.h5")
     alib.spry(binary, testrun, "run.rounds=2", "method.preset=fedavg", "fl.clients_per_round=4")
