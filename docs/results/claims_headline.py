@@ -7,6 +7,7 @@ the two alphas out together.
   docs/results/claims_headline.py SWEEPDIR > headline.md     (from the repository root; make-claims.sh calls it)
 """
 import os
+import signal
 import subprocess
 import sys
 
@@ -66,4 +67,5 @@ def main():
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # piped into head: end quietly, as spry-analyze does
     main()

@@ -17,6 +17,7 @@ import collections
 import math
 import os
 import re
+import signal
 import sys
 
 import numpy as np
@@ -152,4 +153,5 @@ def main():
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # piped into head: end quietly, as spry-analyze does
     main()
