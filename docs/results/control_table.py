@@ -1,0 +1,76 @@
+#!/usr/bin/python3
+"""The personalisation control's table (docs/results/claims-TASK/README.md, finding 3): for each method and alpha,
+the personalised accuracy of the UNTRAINED base model (the control sweep, jobs/sweeps/personalise-control-TASK.toml:
+one round whose server step is 1e-30, then the claims sweep's 5 personalisation epochs at the method's chosen client
+rate) beside the personalised accuracy after the claims sweep's federated training (when its sweep is given) and
+the difference (Welch interval: the two sweeps personalise different rounds' participants, so seeds are not paired).
+Mean and 95% CI over seeds. A control run whose global model moved (held-out accuracy or loss after its round not
+exactly the initial ones) is an error: the control would not be one.
+
+  docs/results/control_table.py CONTROL_SWEEPDIR [CLAIMS_SWEEPDIR] > control.md     (from the repository root)
+"""
+import collections
+import os
+import signal
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "analysis"))
+from spry_analysis import stats, table  # noqa: E402
+from spry_analysis.report import pct_ci  # noqa: E402
+from spry_analysis.runfile import RunFile  # noqa: E402
+
+
+def complete_runs(sweep):
+    q = subprocess.run([os.path.join(HERE, "..", "..", "jobs", "spry-sweep"), "files", sweep, "--complete"],
+                       capture_output=True, text=True)
+    if q.returncode != 0:
+        sys.exit("control_table.py: %s: %s" % (sweep, q.stderr.strip()))
+    return q.stdout.split()
+
+
+def by_method_alpha(paths, control):
+    """{(preset, alpha): {seed: personal_acc}}; for control runs, checks the global model stayed the base model."""
+    out = collections.defaultdict(dict)
+    for p in paths:
+        with RunFile(p) as rf:
+            key = (rf.cfg("method.preset"), rf.cfg("fl.alpha"))
+            if control:
+                m = rf.metrics()
+                a0, l0 = rf.attrs["initial_eval_acc"], rf.attrs["initial_eval_loss"]
+                if not (m["evaluated"][-1] and m["eval_acc"][-1] == a0 and m["eval_loss"][-1] == l0):
+                    sys.exit("control_table.py: %s: the global model moved (held-out acc/loss after round %d: %s / %s, "
+                             "initial %s / %s): not a control run" % (p, rf.rounds_done, m["eval_acc"][-1],
+                                                                       m["eval_loss"][-1], a0, l0))
+        out[key][rf.seed] = table.summarize(p)["personal_acc"]
+    return out
+
+
+def main():
+    if len(sys.argv) not in (2, 3):
+        sys.exit(__doc__.strip().splitlines()[-1].strip())
+    ctl = by_method_alpha(complete_runs(sys.argv[1]), True)
+    if not ctl:
+        sys.exit("control_table.py: no complete run in %s" % sys.argv[1])
+    fed = by_method_alpha(complete_runs(sys.argv[2]), False) if len(sys.argv) == 3 else {}
+    rows = ["| method | alpha | personalised, untrained base model (control) | seeds | personalised after federated "
+            "training | training's gain (pp) |", "|---|---|---|---|---|---|"]
+    for (preset, alpha), c in sorted(ctl.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        cv = [c[s] for s in sorted(c)]
+        f = fed.get((preset, alpha), {})
+        fv = [f[s] for s in sorted(f)]
+        gain = stats.diff_ci(fv, cv) if fv else None
+        rows.append("| %s | %s | %s | %s | %s | %s |" % (
+            preset, alpha, pct_ci(stats.mean_ci(cv)), " / ".join("%.1f" % (100 * x) for x in cv),
+            pct_ci(stats.mean_ci(fv)) if fv else "-", pct_ci(gain) if gain else "-"))
+    print("%d control run(s) (global model unchanged in every one: held-out accuracy and loss after the round equal the"
+          " initial ones); %s. Accuracy %%, mean [95%% CI] over seeds.\n" % (
+              sum(len(c) for c in ctl.values()),
+              "federated training from %s" % sys.argv[2] if fed else "no claims sweep given"))
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # piped into head: end quietly, as spry-analyze does
+    main()
