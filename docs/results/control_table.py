@@ -67,7 +67,7 @@ def main():
     print("%d control run(s) (global model unchanged in every one: held-out accuracy and loss after the round equal the"
           " initial ones); %s. Accuracy %%, mean [95%% CI] over seeds.\n" % (
               sum(len(c) for c in ctl.values()),
-              "federated training from %s" % sys.argv[2] if fed else "no claims sweep given"))
+              "federated training from the sweep %s" % os.path.basename(os.path.normpath(sys.argv[2])) if fed else "no claims sweep given"))
     print("\n".join(rows))
 
 
