@@ -64,10 +64,10 @@ def main():
         rows.append("| %s | %s | %s | %s | %s | %s |" % (
             preset, alpha, pct_ci(stats.mean_ci(cv)), " / ".join("%.1f" % (100 * x) for x in cv),
             pct_ci(stats.mean_ci(fv)) if fv else "-", pct_ci(gain) if gain else "-"))
+    src = ("federated training from the sweep %s" % os.path.basename(os.path.normpath(sys.argv[2])) if fed
+           else "no claims sweep given")
     print("%d control run(s) (global model unchanged in every one: held-out accuracy and loss after the round equal the"
-          " initial ones); %s. Accuracy %%, mean [95%% CI] over seeds.\n" % (
-              sum(len(c) for c in ctl.values()),
-              "federated training from the sweep %s" % os.path.basename(os.path.normpath(sys.argv[2])) if fed else "no claims sweep given"))
+          " initial ones); %s. Accuracy %%, mean [95%% CI] over seeds.\n" % (sum(len(c) for c in ctl.values()), src))
     print("\n".join(rows))
 
 
