@@ -18,6 +18,9 @@ Checks (each fails the test through the exit code; Checks collects them):
   D. `run-local` in the background: `status` shows the point `running` (job `local`, from the lock run-local holds,
      read in /proc/locks), not `failed: killed`, and `done` after. (A also checks that status's accuracy is the
      held-out accuracy of the last evaluated round.)
+  E. `run-local` leaves its ranks unbound: a 1-rank point's process may run on every CPU this test may use (Open
+     MPI binds the rank of `mpirun -n 1` to core 0, so points run side by side would share one core); the caller's
+     environment carries no binding setting, so only spry-sweep can be what unbinds it.
 
 usage: sweep_slurm.py SPRY REPO WORKDIR
 """
@@ -265,6 +268,28 @@ def part_d(cluster, env):
                  "D: after run-local the point should be done: %s" % p)
 
 
+def part_e(cluster, env):
+    """run-local's ranks are not bound to a core (a wrapper records the rank's CPU affinity, then runs spry)."""
+    record = os.path.join(WORK, "affinity.txt")
+    wrapper = os.path.join(WORK, "spry-affinity")
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\n# under mpirun (OMPI_COMM_WORLD_RANK set): record this rank's CPU affinity, then run spry\n"
+                "[ -n \"$OMPI_COMM_WORLD_RANK\" ] && /usr/bin/python3 -c "
+                "'import os; print(sorted(os.sched_getaffinity(0)))' >> %s\nexec %s \"$@\"\n" % (record, SPRY))
+    os.chmod(wrapper, 0o755)
+    spec = os.path.join(WORK, "e.toml")
+    with open(spec, "w") as f:
+        f.write('name = "e"\nspry = "%s"\nworkdir = "%s"\nranks = 1\nset = %s\n' % (
+            wrapper, REPO, toml_list(TINY + ["run.rounds=1", "log.gradients=none"])))
+    bare = {k: v for k, v in env.items() if k != "OMPI_MCA_hwloc_base_binding_policy"}
+    tool(bare, "run-local", spec, "-d", os.path.join(WORK, "E"))
+    want = sorted(os.sched_getaffinity(0))
+    with open(record) as f:
+        got = f.read().split("\n")[0]
+    checks.check(got == str(want), "E: a run-local rank should be free to run on CPUs %s, it was bound to %s%s" % (
+        want, got, "" if len(want) > 1 else " (one CPU here: this check cannot fail on this machine)"))
+
+
 def main():
     if os.path.exists(WORK):
         shutil.rmtree(WORK)
@@ -275,7 +300,7 @@ def main():
     with cluster:
         env = dict(cluster.env, OPENBLAS_NUM_THREADS="1")
         print("test cluster up in %.1f s (%s)" % (time.time() - t0, cluster.conf), flush=True)
-        for part in (part_a, part_b, part_c, part_d):
+        for part in (part_a, part_b, part_c, part_d, part_e):
             t = time.time()
             part(cluster, env)
             print("== %s: %.1f s" % (part.__name__, time.time() - t), flush=True)
