@@ -55,8 +55,9 @@ def main():
              for p, c in sorted(chosen.items()) for k, side in sorted(c.get("edges", {}).items())]
     if edges and not a.allow_edges:
         sys.exit("paper_claims.py: %s: chosen rate(s) on the edge of the selection grid, the optimum may lie beyond "
-                 "it:\n  %s\nextend the grid (jobs/sweeps/paper-lrsel-%s.toml) and select again, or pass "
-                 "--allow-edges to use them anyway" % (a.chosen, "\n  ".join(edges), a.task))
+                 "it:\n  %s\nextend the grid (jobs/sweeps/%s-%s.toml) and select again, or pass "
+                 "--allow-edges to use them anyway" % (a.chosen, "\n  ".join(edges),
+                                                       "gap-kselect" if a.size == "gap-k" else "paper-lrsel", a.task))
     if a.size == "gap":
         need = ["spry", "fedavg", "fedyogi", "fedsgd", "fedavg-split"]
         if any(p not in chosen for p in need):

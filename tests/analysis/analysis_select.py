@@ -17,7 +17,7 @@ Checks (small real runs, 6 rounds each):
    (personalising with no federated training) carries each method's chosen client rate and a 1e-30 server step;
    its k-select size grids K {1, 4, 16} x Spry's chosen rates' neighbours on the 1-3-10 series (table written
    here), refusing a rate off that series; its gap-k size zips each K with the rates chosen for it, refusing a
-   chosen file that lacks a K.
+   chosen file that lacks a K or has a K on its grid's edge (naming the k-select spec to extend).
 
 usage: analysis_select.py SPRY
 """
@@ -115,6 +115,14 @@ try:
                 json.dump({k: {"method.client_lr": c, "method.server_lr": s, "edges": {}} for k, (c, s) in ks.items()},
                           f)
             r = subprocess.run(claims + [jsk, "--size", "gap-k"], capture_output=True, text=True)
+            with open(jsk.replace(".json", "-edge.json"), "w") as f:
+                json.dump({k: {"method.client_lr": c, "method.server_lr": s,
+                               "edges": {"method.server_lr": "highest"} if k == "16" else {}}
+                           for k, (c, s) in ks.items()}, f)
+            e = subprocess.run(claims + [jsk.replace(".json", "-edge.json"), "--size", "gap-k"], capture_output=True,
+                               text=True)
+            assert e.returncode == 1 and "16 method.server_lr = 0.03 (the highest value tried)" in e.stderr \
+                and "jobs/sweeps/gap-kselect-wordnet.toml" in e.stderr, (e.stdout, e.stderr)
             assert r.returncode == 0 and '"method.K" = [1, 4, 16]' in r.stdout \
                 and '"method.client_lr" = [0.01, 0.03, 0.1]' in r.stdout \
                 and '"method.server_lr" = [0.01, 0.01, 0.03]' in r.stdout and "run.rounds=160" in r.stdout, \
