@@ -1,5 +1,6 @@
 """The scripts of docs/results/ that turn sweeps into the committed tables: control_table.py (the personalisation
-control) and claims_headline.py (the claims table and the methods table, both alphas).
+control) and claims_headline.py (the claims table and the methods table, both alphas); and the cluster spec's
+seconds per round from verify reruns (jobs/sweeps/paper_claims.py).
 
 Checks (two tiny sweeps planned and run with jobs/spry-sweep, 8 points each: spry and fedavg x alpha {0.1, 1.0} x
 seeds {1, 2}):
@@ -8,11 +9,15 @@ seeds {1, 2}):
    h5py from /rounds/metrics (to the 2 printed decimals); each row lists its seeds' values.
 2. A control run whose global model moved (its held-out accuracy after the round edited away from the initial one)
    is refused: exit 1, the file named, "not a control run".
-3. claims_headline.py CLAIMS: exit 0, the claims table (the accuracy-vs-backprop claim row) and a methods-table row
+3. jobs/sweeps/paper_claims.py --size cluster --seconds-from verify: refused (naming the `spry-sweep verify` command)
+   until the chosen run has its 1-rank rerun; the rerun is IDENTICAL to the sweep's file, and the cost line's seconds
+   per round are the rerun's (/@round_seconds_total / /@rounds_done).
+4. claims_headline.py CLAIMS: exit 0, the claims table (the accuracy-vs-backprop claim row) and a methods-table row
    per method whose global accuracy cell at each alpha is the mean final held-out accuracy recomputed here.
 
 usage: analysis_results.py SPRY
 """
+import json
 import os
 import shutil
 import subprocess
@@ -94,7 +99,25 @@ try:
         f["/rounds/metrics"][...] = m
     text = run(["/usr/bin/python3", script, ctl_dir], expect=1)
     assert moved in text and "not a control run" in text, text
-    # 3. the claims headline
+    # 3. the cluster spec's seconds from a verify rerun (paper_claims.py --seconds-from verify)
+    claims = [sys.executable, os.path.join(root, "jobs", "sweeps", "paper_claims.py"), "wordnet"]
+    point = ctl[1]
+    presets = ["spry", "fedfgd", "fedavg", "fedyogi", "fedsgd", "fedavg-split", "fedmezo", "baffle", "fwdllm"]
+    js = os.path.join(tmp, "chosen.json")
+    with open(js, "w") as f:
+        json.dump({p: {"method.client_lr": "0.01", "method.server_lr": "0.01", "val_acc": 0.5, "run": point,
+                       "edges": {}} for p in presets}, f)
+    text = run([sys.executable] + claims[1:] + [js, "--size", "cluster", "--seconds-from", "verify"], expect=1)
+    rid = os.path.basename(os.path.dirname(point))
+    assert "jobs/spry-sweep verify %s %s --ranks 1" % (ctl_dir, rid) in text, text
+    text = run([sys.executable, sweep_tool, "verify", ctl_dir, rid, "--ranks", "1"])
+    assert "IDENTICAL" in text, text
+    with h5py.File(os.path.join(ctl_dir, "verify", rid + "-p1", "run.h5"), "r") as f:
+        spr = float(f.attrs["round_seconds_total"]) / int(f.attrs["rounds_done"])
+    text = run([sys.executable] + claims[1:] + [js, "--size", "cluster", "--seconds-from", "verify"])
+    assert "at %.2f s/round (the mean over the methods' chosen points of the selection sweep, rerun by spry-sweep " \
+        "verify" % spr in text and "--size cluster --seconds-from verify\n" in text, (spr, text)
+    # 4. the claims headline
     text = run(["/usr/bin/python3", os.path.join(root, "docs", "results", "claims_headline.py"), fed_dir])
     assert "| accuracy within" in text, text
     for preset in ("spry", "fedavg"):
