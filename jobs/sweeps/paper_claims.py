@@ -158,8 +158,9 @@ def measured_seconds_per_round(chosen, verify=False):
             sweep = os.path.dirname(os.path.dirname(point))
             paths[p] = os.path.join(sweep, "verify", os.path.basename(point) + "-p1", "run.h5")
             if not os.path.exists(paths[p]):
-                sys.exit("paper_claims.py: --seconds-from verify: %s (%s's chosen run) has no rerun %s; make it with\n"
-                         "  jobs/spry-sweep verify %s %s --ranks 1" % (run, p, paths[p], sweep, os.path.basename(point)))
+                sys.exit("paper_claims.py: --seconds-from verify: %s (%s's chosen run) has no rerun %s; make it "
+                         "with\n  jobs/spry-sweep verify %s %s --ranks 1"
+                         % (run, p, paths[p], sweep, os.path.basename(point)))
     try:
         import h5py
         per = []
