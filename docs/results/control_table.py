@@ -54,16 +54,18 @@ def main():
     if not ctl:
         sys.exit("control_table.py: no complete run in %s" % sys.argv[1])
     fed = by_method_alpha(complete_runs(sys.argv[2]), False) if len(sys.argv) == 3 else {}
-    rows = ["| method | alpha | personalised, untrained base model (control) | seeds | personalised after federated "
-            "training | training's gain (pp) |", "|---|---|---|---|---|---|"]
+    head = ["method", "alpha", "personalised, untrained base model (control)", "seeds"]
+    if fed:
+        head += ["personalised after federated training", "training's gain (pp)"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (preset, alpha), c in sorted(ctl.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         cv = [c[s] for s in sorted(c)]
         f = fed.get((preset, alpha), {})
         fv = [f[s] for s in sorted(f)]
-        gain = stats.diff_ci(fv, cv) if fv else None
-        rows.append("| %s | %s | %s | %s | %s | %s |" % (
-            preset, alpha, pct_ci(stats.mean_ci(cv)), " / ".join("%.1f" % (100 * x) for x in cv),
-            pct_ci(stats.mean_ci(fv)) if fv else "-", pct_ci(gain) if gain else "-"))
+        cells = [preset, alpha, pct_ci(stats.mean_ci(cv)), " / ".join("%.1f" % (100 * x) for x in cv)]
+        if fed:
+            cells += [pct_ci(stats.mean_ci(fv)), pct_ci(stats.diff_ci(fv, cv))] if fv else ["-", "-"]
+        rows.append("| " + " | ".join(cells) + " |")
     src = ("federated training from the sweep %s" % os.path.basename(os.path.normpath(sys.argv[2])) if fed
            else "no claims sweep given")
     print("%d control run(s) (global model unchanged in every one: held-out accuracy and loss after the round equal the"

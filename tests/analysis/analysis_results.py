@@ -6,7 +6,8 @@ Checks (two tiny sweeps planned and run with jobs/spry-sweep, 8 points each: spr
 seeds {1, 2}):
 1. control_table.py CONTROL CLAIMS: each (method, alpha) row's control cell is the mean of the control runs'
    personalised accuracy and its gain cell the claims runs' mean minus the control's, both recomputed here with
-   h5py from /rounds/metrics (to the 2 printed decimals); each row lists its seeds' values.
+   h5py from /rounds/metrics (to the 2 printed decimals); each row lists its seeds' values. Without CLAIMS the
+   table has the control's columns only.
 2. A control run whose global model moved (its held-out accuracy after the round edited away from the initial one)
    is refused: exit 1, the file named, "not a control run".
 3. jobs/sweeps/paper_claims.py --size cluster --seconds-from verify: refused (naming the `spry-sweep verify` command)
@@ -91,6 +92,9 @@ try:
         assert cells[5].startswith("%.2f" % (100 * (np.mean(f) - np.mean(c)))), (cells, c, f)
         assert sorted(cells[3].split(" / ")) == sorted("%.1f" % (100 * x) for x in c), (cells, c)
     assert "global model unchanged in every one" in text, text
+    text = run(["/usr/bin/python3", script, ctl_dir])
+    assert "| method | alpha | personalised, untrained base model (control) | seeds |\n|---|---|---|---|\n" in text \
+        and "no claims sweep given" in text and text.count("\n| ") == 5, text
     # 2. a control run whose global model moved is refused
     moved = ctl[0]
     with h5py.File(moved, "r+") as f:
