@@ -20,15 +20,19 @@ from spry_analysis.report import claim_range, method_stats  # noqa: E402
 ALPHAS = ("0.1", "1.0")
 
 
-def files(sweep, alpha):
-    q = subprocess.run([os.path.join(HERE, "..", "..", "jobs", "spry-sweep"), "files", sweep,
-                        "fl.alpha=" + alpha, "--complete"], capture_output=True, text=True)
+def files(sweep, *filters):
+    """The complete run files of a jobs/ sweep, optionally those with the given axis values (KEY=VALUE), as
+    `spry-sweep files` lists them; a sweep it cannot read ends the script with its message."""
+    q = subprocess.run([os.path.join(HERE, "..", "..", "jobs", "spry-sweep"), "files", sweep] + list(filters)
+                       + ["--complete"], capture_output=True, text=True)
+    if q.returncode != 0:
+        sys.exit("%s: %s: %s" % (os.path.basename(sys.argv[0]), sweep, q.stderr.strip()))
     return q.stdout.split()
 
 
 def main():
     sweep = sys.argv[1]
-    runs = {a: files(sweep, a) for a in ALPHAS}
+    runs = {a: files(sweep, "fl.alpha=" + a) for a in ALPHAS}
     runs = {a: r for a, r in runs.items() if r}
     if not runs:
         sys.exit("claims_headline.py: no complete run in %s" % sweep)

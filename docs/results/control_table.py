@@ -12,48 +12,38 @@ exactly the initial ones) is an error: the control would not be one.
 import collections
 import os
 import signal
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "analysis"))
+from claims_headline import files  # noqa: E402
 from spry_analysis import stats, table  # noqa: E402
 from spry_analysis.report import pct_ci  # noqa: E402
 from spry_analysis.runfile import RunFile  # noqa: E402
-
-
-def complete_runs(sweep):
-    q = subprocess.run([os.path.join(HERE, "..", "..", "jobs", "spry-sweep"), "files", sweep, "--complete"],
-                       capture_output=True, text=True)
-    if q.returncode != 0:
-        sys.exit("control_table.py: %s: %s" % (sweep, q.stderr.strip()))
-    return q.stdout.split()
 
 
 def by_method_alpha(paths, control):
     """{(preset, alpha): {seed: personal_acc}}; for control runs, checks the global model stayed the base model."""
     out = collections.defaultdict(dict)
     for p in paths:
+        s = table.summarize(p)
         with RunFile(p) as rf:
             key = (rf.cfg("method.preset"), rf.cfg("fl.alpha"))
-            if control:
-                m = rf.metrics()
-                a0, l0 = rf.attrs["initial_eval_acc"], rf.attrs["initial_eval_loss"]
-                if not (m["evaluated"][-1] and m["eval_acc"][-1] == a0 and m["eval_loss"][-1] == l0):
-                    sys.exit("control_table.py: %s: the global model moved (held-out acc/loss after round %d: %s / %s, "
-                             "initial %s / %s): not a control run" % (p, rf.rounds_done, m["eval_acc"][-1],
-                                                                       m["eval_loss"][-1], a0, l0))
-        out[key][rf.seed] = table.summarize(p)["personal_acc"]
+            a0, l0 = rf.attrs["initial_eval_acc"], rf.attrs["initial_eval_loss"]
+        if control and not (s.get("eval_round") == s["rounds_done"] and s["eval_acc"] == a0 and s["eval_loss"] == l0):
+            sys.exit("control_table.py: %s: the global model moved (held-out acc/loss after round %d: %s / %s, initial "
+                     "%s / %s): not a control run" % (p, s["rounds_done"], s.get("eval_acc"), s.get("eval_loss"), a0, l0))
+        out[key][s["seed"]] = s["personal_acc"]
     return out
 
 
 def main():
     if len(sys.argv) not in (2, 3):
         sys.exit(__doc__.strip().splitlines()[-1].strip())
-    ctl = by_method_alpha(complete_runs(sys.argv[1]), True)
+    ctl = by_method_alpha(files(sys.argv[1]), True)
     if not ctl:
         sys.exit("control_table.py: no complete run in %s" % sys.argv[1])
-    fed = by_method_alpha(complete_runs(sys.argv[2]), False) if len(sys.argv) == 3 else {}
+    fed = by_method_alpha(files(sys.argv[2]), False) if len(sys.argv) == 3 else {}
     head = ["method", "alpha", "personalised, untrained base model (control)", "seeds"]
     if fed:
         head += ["personalised after federated training", "training's gain (pp)"]
