@@ -32,7 +32,8 @@ def by_method_alpha(paths, control):
             a0, l0 = rf.attrs["initial_eval_acc"], rf.attrs["initial_eval_loss"]
         if control and not (s.get("eval_round") == s["rounds_done"] and s["eval_acc"] == a0 and s["eval_loss"] == l0):
             sys.exit("control_table.py: %s: the global model moved (held-out acc/loss after round %d: %s / %s, initial "
-                     "%s / %s): not a control run" % (p, s["rounds_done"], s.get("eval_acc"), s.get("eval_loss"), a0, l0))
+                     "%s / %s): not a control run"
+                     % (p, s["rounds_done"], s.get("eval_acc"), s.get("eval_loss"), a0, l0))
         out[key][s["seed"]] = s["personal_acc"]
     return out
 
