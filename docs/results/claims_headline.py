@@ -64,6 +64,9 @@ def main():
         cells = []
         for a in runs:
             ps = groups[a].get(g, [])
+            if not ps:      # an unfinished sweep: this method has no complete run at this alpha yet
+                cells += ["0", "-", "-"]
+                continue
             m = method_stats([table.summarize(p) for p in ps])
             cells += [str(len(ps)), m["global"], m["personal"]]
         out.append("| %s | %s |" % (g, " | ".join(cells)))
