@@ -17,6 +17,7 @@ seeds {1, 2}):
    per method whose global accuracy cell at each alpha is the mean final held-out accuracy recomputed here.
 5. claims_headline.py on an unfinished sweep (one method without a complete run at one alpha): exit 0, that
    method's cells at that alpha "0 | - | -" (it raised from numpy before).
+6. docs/results/gap-wordnet/gap.py given the same runs twice (a sweep and a copy of it): each run counts once.
 
 usage: analysis_results.py SPRY
 """
@@ -143,6 +144,14 @@ try:
         os.rename(q + ".aside", q)
     r = [x for x in text.splitlines() if x.startswith("| fedavg |")]
     assert len(r) == 1 and r[0].endswith("| 0 | - | - |") and "| 2 | " in r[0], text
+    # 6. the gap table from two sweeps that share runs (gap-k's K rows copied from the gap study): each counts once
+    gap = os.path.join(root, "docs", "results", "gap-wordnet", "gap.py")
+    copy = os.path.join(tmp, "copy")
+    shutil.copytree(fed_dir, copy)
+    a01 = [q for q in gf[("spry", "0.1")] + gf[("fedavg", "0.1")]]
+    twice = a01 + [os.path.join(copy, os.path.relpath(q, fed_dir)) for q in a01]
+    text = run(["/usr/bin/python3", gap] + twice)
+    assert text.startswith("4 complete run(s)") and text.count("| spry base | 2 |") == 1, text
     print("analysis_results: all checks passed (%d control and %d claims runs)" % (len(ctl), len(fed)))
 finally:
     shutil.rmtree(tmp, ignore_errors=True)

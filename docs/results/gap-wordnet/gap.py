@@ -7,6 +7,9 @@ spry and the reference of one seed see the same clients). Runs of other presets 
 
   docs/results/gap-wordnet/gap.py SWEEPDIR... [--png FILE] > gap.md      (from the repository root)
 
+Several sweeps enter as one table (the gap study and its K rows at rates re-selected per K); a run present in two
+of them counts once.
+
 Factors are named by the method.*/lora.* keys in which a spry run differs from the base configuration, the most
 common value of each such key among the spry runs unless --base names it (so "base" is the spry row no factor
 changes). Only complete runs
@@ -34,12 +37,18 @@ CHECKPOINTS = (40, 80)   # rounds at which the accuracy is also shown (the claim
 
 def load(paths):
     """The complete runs among `paths`: plots.series' columns of each (read once, for the table and the plot), plus
-    its configuration, its held-out accuracy by evaluated round, and its summary (table.summarize)."""
-    runs = []
+    its configuration, its held-out accuracy by evaluated round, and its summary (table.summarize). A run given
+    twice (the same configuration hash and rounds, e.g. a point copied into a second sweep, as the K rows of
+    jobs/sweeps/gap-k-TASK.toml are from the gap study) counts once."""
+    runs, seen = [], set()
     for p in find_runs(paths):
         with RunFile(p) as rf:
             if rf.status != "complete":
                 continue
+            key = (rf.attrs.get("config_hash"), rf.rounds_done)
+            if key in seen:
+                continue
+            seen.add(key)
             cfg = dict(rf.config)
         r = series([p])[0]
         r.update(cfg=cfg, sum=table.summarize(p),
