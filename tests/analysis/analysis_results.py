@@ -148,7 +148,7 @@ try:
     gap = os.path.join(root, "docs", "results", "gap-wordnet", "gap.py")
     copy = os.path.join(tmp, "copy")
     shutil.copytree(fed_dir, copy)
-    a01 = [q for q in gf[("spry", "0.1")] + gf[("fedavg", "0.1")]]
+    a01 = gf[("spry", "0.1")] + gf[("fedavg", "0.1")]
     twice = a01 + [os.path.join(copy, os.path.relpath(q, fed_dir)) for q in a01]
     text = run(["/usr/bin/python3", gap] + twice)
     assert text.startswith("4 complete run(s)") and text.count("| spry base | 2 |") == 1, text
