@@ -386,11 +386,23 @@ def compare(path_a, path_b, ignore=()):
         if not same_value(a[k], b[k]):
             va, vb = np.asarray(a[k]), np.asarray(b[k])
             short = va.size == 1 and vb.size == 1 and len(repr(a[k])) + len(repr(b[k])) <= 80
-            why = ("%r vs %r" % (a[k], b[k]) if short else "text differs" if isinstance(a[k], str) else
+            why = ("%r vs %r" % (a[k], b[k]) if short else
+                   "text differs" + _config_keys_differ(a[k], b[k], path_a, path_b) if k == "/@config" else
+                   "text differs" if isinstance(a[k], str) else
                    "dtype/shape %s %s vs %s %s" % (va.dtype, va.shape, vb.dtype, vb.shape)
                    if va.dtype != vb.dtype or va.shape != vb.shape else "values differ")
             diffs.append("%s: %s" % (k, why))
     return diffs, len(set(a) & set(b))
+
+
+def _config_keys_differ(text_a, text_b, path_a, path_b):
+    """" (KEY: A vs B; KEY = V only in PATH; ...)": the keys in which two /@config texts differ, so that a rerun by a
+    newer spry, whose configuration gained a key, says which key rather than only that the text differs."""
+    va, vb = parse_config(str(text_a))[0], parse_config(str(text_b))[0]
+    out = ["%s: %s vs %s" % (k, va[k], vb[k]) for k in sorted(set(va) & set(vb)) if va[k] != vb[k]]
+    out += ["%s = %s only in %s" % (k, (va if k in va else vb)[k], path_a if k in va else path_b)
+            for k in sorted(set(va) ^ set(vb))]
+    return " (%s)" % "; ".join(out) if out else " (the same keys and values: comments or order)"
 
 
 def checkpoint_attrs(path):

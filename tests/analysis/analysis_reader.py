@@ -11,7 +11,8 @@ Checks:
    batch_z2; the full-local-gradient items are absent (has() False, z2 NaN).
 4. The nondeterministic list and compare(): contents() of two runs of the same configuration are equal item by
    item and compare() finds no difference; it does find a changed metrics value (the item named), a changed
-   attribute of a group and an item present in one file only, and ignores a change in a nondeterministic item
+   attribute of a group, an item present in one file only and a configuration key present in one file only (the
+   key named, as a rerun by a newer spry shows it), and ignores a change in a nondeterministic item
    (/rounds/resources) and in a row past rounds_done (the reading rule). same_value is bitwise: NaN equals NaN,
    -0.0 differs from +0.0, and a float32 array differs from the float64 array of the same values.
 5. xarray: every group of a run file opens with named dimensions (RunFile.to_xarray, with the round axis cut to
@@ -53,6 +54,11 @@ def info_bytes(b):
         b /= 1024
         i += 1
     return "%.2f %s" % (b, u[i])
+
+
+def _attr_text(f, name):
+    v = f.attrs[name]
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def _bumped(row):
@@ -163,6 +169,9 @@ def main():
             "group-attr": (lambda f: f["/partition"].attrs.__setitem__("alpha", 7.0),
                            ["/partition@alpha: %r vs %r" % (alpha0, np.float64(7.0))]),
             "extra": (lambda f: f.create_dataset("/extra", data=np.zeros(2)), ["/extra: only in %s"]),
+            # a newer spry's configuration with one more key: the key is named
+            "config-key": (lambda f: f.attrs.__setitem__("config", _attr_text(f, "config") + "\n[zz]\nnew_key = 0\n"),
+                           ["/@config: text differs (zz.new_key = 0 only in %s)"]),
             "nondeterministic": (lambda f: f["/rounds/resources"].__setitem__(0, _bumped(f["/rounds/resources"][0])),
                                  []),
         }
