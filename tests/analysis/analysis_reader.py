@@ -56,11 +56,6 @@ def info_bytes(b):
     return "%.2f %s" % (b, u[i])
 
 
-def _attr_text(f, name):
-    v = f.attrs[name]
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 def _bumped(row):
     """A copy of a compound row with its first float field changed (an edit compare() must see)."""
     row = row.copy()
@@ -163,6 +158,8 @@ def main():
         assert not diffs and n == len(ca), "compare() of two runs of one configuration: %s (%d items)" % (diffs, n)
         with h5py.File(ep, "r") as raw:
             alpha0 = raw["/partition"].attrs["alpha"]
+        with RunFile(ep) as rf:
+            config0 = rf.attrs["config"]
         edits = {  # name -> (edit of a copy of ep, the differences compare() must report)
             "metric": (lambda f: f["/rounds/metrics"].__setitem__(1, _bumped(f["/rounds/metrics"][1])),
                        ["/rounds/metrics: values differ"]),
@@ -170,7 +167,7 @@ def main():
                            ["/partition@alpha: %r vs %r" % (alpha0, np.float64(7.0))]),
             "extra": (lambda f: f.create_dataset("/extra", data=np.zeros(2)), ["/extra: only in %s"]),
             # a newer spry's configuration with one more key: the key is named
-            "config-key": (lambda f: f.attrs.__setitem__("config", _attr_text(f, "config") + "\n[zz]\nnew_key = 0\n"),
+            "config-key": (lambda f: f.attrs.__setitem__("config", config0 + "\n[zz]\nnew_key = 0\n"),
                            ["/@config: text differs (zz.new_key = 0 only in %s)"]),
             "nondeterministic": (lambda f: f["/rounds/resources"].__setitem__(0, _bumped(f["/rounds/resources"][0])),
                                  []),
